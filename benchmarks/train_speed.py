@@ -1,0 +1,106 @@
+"""Training throughput of the facelens loop on this machine (random images, no data needed).
+
+Measures images/second of one training epoch (after a warm-up epoch) for:
+
+- ``full``: VGG16-BN, all blocks trainable, augmentation on (the default recipe);
+- ``cached``: block 5 + head trained on cached block-4 activations (``trainable_blocks=1``,
+  ``augment=0``); the one-off activation computation is timed separately.
+
+Usage: ``python benchmarks/train_speed.py --n 256 --sizes 64 112 [--out results.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facelens.data.dataset import FaceDataset, make_transform
+from facelens.models.cache import ActivationCache
+from facelens.models.vgg import DEFAULT_NORM, ModelParams, build_model
+from facelens.training.fit import TrainParams, fit
+
+__all__ = ["measure"]
+
+
+def _dataset(n: int, size: int, augment: float) -> FaceDataset:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    tf = make_transform(
+        size, train=True, augment=augment, norm_mean=DEFAULT_NORM[0], norm_std=DEFAULT_NORM[1]
+    )
+    return FaceDataset.from_tensors(images, torch.arange(n) % 7, "expression", transform=tf)
+
+
+def measure(mode: str, n: int, size: int, batch_size: int = 64) -> dict[str, Any]:
+    """Train 2 epochs (the first is warm-up) and return the second epoch's throughput.
+
+    Args:
+        mode: ``full`` or ``cached``.
+        n: number of training images.
+        size: input side in pixels.
+        batch_size: training batch size.
+    """
+    augment = 0.5 if mode == "full" else 0.0
+    trainable = 5 if mode == "full" else 1
+    ds = _dataset(n, size, augment)
+    model, _ = build_model(
+        ModelParams(arch="vgg16_bn", weights="none", input_size=size),
+        num_outputs=7,
+        trainable_blocks=trainable,
+        seed=0,
+    )
+    params = TrainParams(
+        epochs=2, batch_size=batch_size, augment=augment, trainable_blocks=trainable
+    )
+    out: dict[str, Any] = {"mode": mode, "n": n, "input_size": size, "batch_size": batch_size}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = ActivationCache(Path(tmp)) if mode == "cached" else None
+        if cache is not None:
+            t0 = time.perf_counter()
+            cache.get_or_compute(model, 4, ds, key_fields={"split": "train", "bench": True})
+            out["cache_compute_img_per_s"] = round(n / (time.perf_counter() - t0), 1)
+        history = fit(
+            model,
+            ds,
+            None,
+            params,
+            "expression",
+            cache=cache,
+            cache_key_fields={"bench": True},
+            progress=False,
+        )
+    out["used_cache"] = history.used_cache
+    out["train_img_per_s"] = round(history.epochs[-1].metrics["train_img_per_s"], 1)
+    return out
+
+
+def main() -> None:
+    """Parse arguments, run the measurements, print (and optionally save) JSON."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 112])
+    parser.add_argument("--modes", nargs="+", default=["full", "cached"])
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    results = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_avg_1m": os.getloadavg()[0],
+        "runs": [measure(m, args.n, s) for m in args.modes for s in args.sizes],
+    }
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""DVC stage `manifold`: PCA / t-SNE / UMAP layouts of the test split, logged to the train run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from facelens.config import load_params
+from facelens.explain.stages import manifold_stage
+from facelens.stage import run_stage
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--prepared", type=Path, required=True)
+    ap.add_argument("--splits", type=Path, required=True)
+    ap.add_argument("--model-dir", type=Path, required=True)
+    ap.add_argument("--run-file", type=Path, required=True, help="JSON with the train run id")
+    ap.add_argument("--out", type=Path, required=True, help="reports directory to write")
+    ap.add_argument(
+        "--reference-dir",
+        type=Path,
+        required=True,
+        help="reference layouts per data version (outside DVC outputs, e.g. cache/...)",
+    )
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    run_id = json.loads(args.run_file.read_text())["run_id"]
+    doc = manifold_stage(
+        params, args.prepared, args.splits, args.model_dir, run_id, args.out, args.reference_dir
+    )
+    headline = {
+        key: {m: doc["layouts"][key].get(m) for m in ("trustworthiness", "knn_accuracy")}
+        for key in doc["layouts"]
+    }
+    print(f"manifold: {json.dumps(headline)}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,38 @@
+"""DVC stage `train`: retrain with the best params, checkpointed and resumable, tracked in MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from facelens.config import load_params
+from facelens.stage import run_stage
+from facelens.workflows import train_final
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--prepared", type=Path, required=True)
+    ap.add_argument("--splits", type=Path, required=True)
+    ap.add_argument("--best-params", type=Path, required=True)
+    ap.add_argument("--model-dir", type=Path, required=True, help="exported model directory")
+    ap.add_argument("--run-file", type=Path, required=True, help="JSON with the MLflow run id")
+    ap.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    best = json.loads(args.best_params.read_text())["params"]
+    info = train_final(
+        params, args.prepared, args.splits, best, args.model_dir, checkpoint_root=args.checkpoints
+    )
+    args.run_file.parent.mkdir(parents=True, exist_ok=True)
+    args.run_file.write_text(json.dumps(info, indent=2) + "\n")
+    print(
+        f"train: run {info['run_id']}: best val {info['best_val_metric']:.4f} -> {args.model_dir}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,59 @@
+"""Helpers shared by the thin DVC stage scripts in ``pipelines/``.
+
+A stage prints one clear line and exits 1 on a known error (bad params, bad data, leakage),
+instead of a traceback from deep inside a library.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+__all__ = ["KNOWN_ERRORS", "StageError", "progress_printer", "run_stage"]
+
+
+class StageError(RuntimeError):
+    """A stage cannot produce its outputs; the message says why and what to do."""
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from facelens.config import ConfigError
+    from facelens.data.split import LeakageError
+    from facelens.models.vgg import WeightsUnavailable
+
+    return (
+        ConfigError,
+        LeakageError,
+        StageError,
+        WeightsUnavailable,
+        FileNotFoundError,
+        ValueError,
+    )
+
+
+KNOWN_ERRORS = _known_errors
+
+
+def run_stage(main: Callable[[], None]) -> int:
+    """Run a stage's ``main``; known errors become one line on stderr and exit code 1."""
+    try:
+        main()
+    except KNOWN_ERRORS() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def progress_printer(label: str, every_s: float = 2.0) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback that prints a line every few seconds (log-friendly)."""
+    last = [0.0]
+
+    def update(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - last[0] >= every_s:
+            last[0] = now
+            pct = 100.0 * done / max(total, 1)
+            print(f"{label}: {done}/{total} ({pct:.0f}%)", file=sys.stderr, flush=True)
+
+    return update

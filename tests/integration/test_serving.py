@@ -1,0 +1,422 @@
+"""The served pyfunc model: predictions, Grad-CAM overlays, hostile rows, odd image modes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from facelens.constants import ATTRIBUTES, EXPRESSIONS
+from facelens.data.images import CODES, decode_image
+from facelens.models.vgg import DEFAULT_NORM, ModelMeta, ModelParams, build_model, export_model
+from facelens.serving.pyfunc import (
+    CAM_COLUMNS,
+    ROW_CODES,
+    FaceLensModel,
+    model_signature,
+    output_columns,
+)
+
+ATTRS = ATTRIBUTES[:4]
+
+
+def _export(root: Path, task: str) -> tuple[Path, ModelMeta]:
+    names = EXPRESSIONS if task == "expression" else ATTRS
+    model, source = build_model(
+        ModelParams(arch="vgg16", weights="none", input_size=32),
+        num_outputs=len(names),
+        dropout=0.0,
+        seed=0,
+    )
+    stats = {}
+    if task == "attributes":
+        stats = {"target_mean": (5.0, 4.0, 6.0, 3.0), "target_std": (1.0, 2.0, 0.5, 1.5)}
+    meta = ModelMeta(
+        task=task,
+        arch="vgg16",
+        num_outputs=len(names),
+        output_names=tuple(names),
+        input_size=32,
+        head=model.head,
+        dropout=0.0,
+        weights_source=source,
+        norm_mean=DEFAULT_NORM[0],
+        norm_std=DEFAULT_NORM[1],
+        **stats,
+    )
+    export_model(model, meta, root / task)
+    return root / task, meta
+
+
+def _served(model_dir: Path, **config: object) -> FaceLensModel:
+    served = FaceLensModel()
+    served.load_context(mlflow.pyfunc.PythonModelContext({"model_dir": str(model_dir)}, config))
+    return served
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ModelMeta]]:
+    root = tmp_path_factory.mktemp("exported")
+    return {task: _export(root, task) for task in ("expression", "attributes")}
+
+
+@pytest.fixture(scope="module")
+def expr(exported) -> FaceLensModel:
+    return _served(exported["expression"][0])
+
+
+@pytest.fixture(scope="module")
+def attrs(exported) -> FaceLensModel:
+    return _served(exported["attributes"][0])
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _enc(img: np.ndarray | Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
+    pil = img if isinstance(img, Image.Image) else Image.fromarray(img)
+    buf = io.BytesIO()
+    pil.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _face(seed: int, h: int = 40, w: int = 48) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(blocks).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def _frame(*values: object) -> pd.DataFrame:
+    return pd.DataFrame({"image": list(values)})
+
+
+def _predict(model: FaceLensModel, frame: pd.DataFrame, **params: object) -> pd.DataFrame:
+    return model.predict(None, frame, params=params or None)
+
+
+def _probs(out: pd.DataFrame, row: int = 0) -> np.ndarray:
+    return out.loc[row, [f"p_{n}" for n in EXPRESSIONS]].astype(float).to_numpy()
+
+
+def _cam(out: pd.DataFrame, row: int = 0) -> np.ndarray:
+    data = base64.b64decode(out.loc[row, "cam_png"])
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "PNG"
+        return np.asarray(im.convert("RGB"))
+
+
+# ------------------------------------------------------------------------------ predictions
+
+
+def test_expression_rows_have_probabilities_and_label(expr, exported):
+    meta = exported["expression"][1]
+    out = _predict(expr, _frame(_b64(_enc(_face(1))), _b64(_enc(_face(2), "JPEG"))))
+    assert list(out.columns) == output_columns(meta)
+    assert not set(CAM_COLUMNS) & set(out.columns)
+    for row in range(2):
+        probs = _probs(out, row)
+        np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-6)
+        assert out.loc[row, "label"] == EXPRESSIONS[int(np.argmax(probs))]
+        assert out.loc[row, "error"] == out.loc[row, "message"] == ""
+    assert not np.allclose(_probs(out, 0), _probs(out, 1), atol=1e-7)
+
+
+def test_attribute_rows_are_destandardised(attrs, exported):
+    meta = exported["attributes"][1]
+    model, _ = build_model(
+        ModelParams(arch="vgg16", weights="none", input_size=32), num_outputs=4, dropout=0.0, seed=0
+    )
+    model.eval()
+    img = _face(3, 32, 32)
+    x = (torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255.0 - 0.5) / 0.25
+    with torch.no_grad():
+        raw = model(x)[0].double().numpy()
+    out = _predict(attrs, _frame(_b64(_enc(img))))
+    assert list(out.columns) == output_columns(meta)
+    expected = raw * np.array(meta.target_std) + np.array(meta.target_mean)
+    np.testing.assert_allclose(out.loc[0, list(ATTRS)].astype(float), expected, rtol=1e-4)
+
+
+def test_signature_declares_params_and_optional_cam_columns(exported):
+    meta = exported["expression"][1]
+    sig = model_signature(meta)
+    assert {p.name: p.default for p in sig.params.params} == {
+        "explain": False,
+        "target": "",
+        "method": "gradcam",
+    }
+    optional = {c.name for c in sig.outputs.inputs if not c.required}
+    assert optional == set(CAM_COLUMNS)
+    assert sig.inputs.input_names() == ["image"]
+
+
+# ------------------------------------------------------------------------------ explanations
+
+
+def test_explain_returns_overlay_for_predicted_class(expr):
+    img = _face(4, 40, 52)
+    out = _predict(expr, _frame(_b64(_enc(img))), explain=True)
+    assert list(out.columns)[-5:] == [*CAM_COLUMNS, "error", "message"]
+    assert out.loc[0, "error"] == ""
+    assert out.loc[0, "cam_target"] == out.loc[0, "label"]
+    assert out.loc[0, "cam_method"] == "gradcam"
+    cam = _cam(out)
+    assert cam.shape == (40, 40, 3)  # centre crop of the 40x52 input, shown at its own size
+    plain = np.asarray(Image.fromarray(img[:, 6:46]))
+    assert np.abs(cam.astype(int) - plain.astype(int)).mean() > 5  # a heatmap was blended in
+    # The prediction is the same with and without explain.
+    alone = _predict(expr, _frame(_b64(_enc(img))))
+    np.testing.assert_allclose(_probs(out), _probs(alone), rtol=1e-6)
+
+
+def test_explain_named_and_negative_targets(expr):
+    frame = _frame(_b64(_enc(_face(5))))
+    pos = _predict(expr, frame, explain=True, target="Happy")
+    neg = _predict(expr, frame, explain=True, target="-happy")
+    other = _predict(expr, frame, explain=True, target="surprise")
+    assert pos.loc[0, "cam_target"] == "happy"
+    assert neg.loc[0, "cam_target"] == "-happy"
+    assert other.loc[0, "cam_target"] == "surprise"
+    assert not np.array_equal(_cam(pos), _cam(neg))
+    assert not np.array_equal(_cam(pos), _cam(other))
+
+
+def test_explain_leaves_no_hooks_and_no_grads(expr):
+    _predict(expr, _frame(_b64(_enc(_face(6)))), explain=True)
+    hooked = [
+        m
+        for m in expr._model.modules()
+        if m._forward_hooks or m._backward_hooks or m._forward_pre_hooks
+    ]
+    assert hooked == []
+    assert all(p.grad is None for p in expr._model.parameters())
+    assert not expr._model.training
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "hirescam", "layercam", "xgradcam", "eigencam"])
+def test_explain_methods_are_selectable(expr, method):
+    out = _predict(expr, _frame(_b64(_enc(_face(7)))), explain=True, method=method)
+    assert out.loc[0, "error"] == "", out.loc[0, "message"]
+    assert out.loc[0, "cam_method"] == method
+    assert _cam(out).shape == (40, 40, 3)
+
+
+def test_attribute_explain_default_and_named_target(attrs):
+    frame = _frame(_b64(_enc(_face(8, 32, 32))))
+    plain = _predict(attrs, frame)
+    out = _predict(attrs, frame, explain=True)
+    z = (plain.loc[0, list(ATTRS)].astype(float).to_numpy() - [5.0, 4.0, 6.0, 3.0]) / [
+        1.0,
+        2.0,
+        0.5,
+        1.5,
+    ]
+    assert out.loc[0, "cam_target"] == ATTRS[int(np.argmax(z))]
+    named = _predict(attrs, frame, explain=True, target=f"-{ATTRS[2]}")
+    assert named.loc[0, "cam_target"] == f"-{ATTRS[2]}"
+    assert named.loc[0, "error"] == ""
+
+
+def test_unknown_target_and_method_fail_every_row_with_allowed_names(expr, attrs):
+    frame = _frame(_b64(_enc(_face(9))), _b64(_enc(_face(10))))
+    out = _predict(expr, frame, explain=True, target="smug")
+    assert list(out["error"]) == ["unknown_target"] * 2
+    assert all(name in out.loc[0, "message"] for name in EXPRESSIONS)
+    assert "smug" not in out.loc[0, "message"]  # the request is not echoed
+    assert out.loc[0, "p_happy"] is None and out.loc[0, "cam_png"] == ""
+    out = _predict(attrs, frame, explain=True, target="happy")  # a class, not an attribute
+    assert list(out["error"]) == ["unknown_target"] * 2
+    assert ATTRS[0] in out.loc[0, "message"]
+    out = _predict(expr, frame, explain=True, method="bogus")
+    assert list(out["error"]) == ["unknown_method"] * 2
+    assert "gradcam++" in out.loc[0, "message"] and "scorecam" in out.loc[0, "message"]
+    out = _predict(expr, frame, explain="maybe")
+    assert list(out["error"]) == ["invalid_param"] * 2
+    # Without explain, target/method are ignored.
+    assert list(_predict(expr, frame, target="smug", method="bogus")["error"]) == ["", ""]
+
+
+def test_explain_failure_keeps_the_prediction(expr, monkeypatch):
+    import facelens.explain.cams as cams
+
+    def broken(*args, **kwargs):
+        raise cams.CamError("boom")
+
+    monkeypatch.setattr(cams, "compute_cam_batch", broken)
+    out = _predict(expr, _frame(_b64(_enc(_face(11)))), explain=True)
+    assert out.loc[0, "error"] == "explain_failed"
+    assert "CamError" in out.loc[0, "message"] and "boom" not in out.loc[0, "message"]
+    assert out.loc[0, "label"] in EXPRESSIONS and out.loc[0, "cam_png"] == ""
+    np.testing.assert_allclose(_probs(out).sum(), 1.0, rtol=1e-6)
+
+
+def test_concurrent_requests_do_not_mix_hooks(expr):
+    frames = [_frame(_b64(_enc(_face(20 + i)))) for i in range(4)]
+    expected = [_cam(_predict(expr, f, explain=True)) for f in frames]
+    got: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        got[i] = _cam(_predict(expr, frames[i], explain=True))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        np.testing.assert_array_equal(got[i], expected[i])
+
+
+# ------------------------------------------------------------------------------ hostile rows
+
+
+def _hostile_rows(png_bomb: Callable[[int, int], bytes]) -> list[tuple[object, str]]:
+    good = _enc(_face(30))
+    frames = [Image.fromarray(_face(31 + i)) for i in range(3)]
+    gif = _enc(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    ico = _enc(Image.fromarray(_face(34, 32, 32)), "ICO")
+    return [
+        ("this is not base64!", "invalid_base64"),
+        ("QUJD$$==", "invalid_base64"),
+        (None, "missing_image"),
+        ("", "missing_image"),
+        (12345, "invalid_base64"),
+        (_b64(b"hello, I am a text file and not an image"), "unsupported_format"),
+        (_b64(ico), "unsupported_format"),
+        (_b64(good[: len(good) // 2]), "truncated"),
+        (_b64(good[:20]), "unreadable"),
+        (_b64(png_bomb(30_000, 30_000)), "too_large"),
+        (_b64(_enc(_face(35, 8, 8))), "too_small"),
+        (_b64(gif), "multi_frame"),
+        (_b64(b""), "missing_image"),
+    ]
+
+
+def test_every_hostile_row_gets_a_stable_code_and_good_rows_are_answered(expr, png_bomb):
+    hostile = _hostile_rows(png_bomb)
+    good = _b64(_enc(_face(40)))
+    values = [good, *(v for v, _ in hostile), good]
+    out = _predict(expr, _frame(*values), explain=True)
+    assert len(out) == len(values)
+    expected = ["", *(code for _, code in hostile), ""]
+    assert list(out["error"]) == expected
+    assert set(out["error"]) - {""} <= ROW_CODES
+    assert {"truncated", "too_large", "multi_frame"} <= CODES  # decoder codes pass through
+    for row in range(1, len(values) - 1):
+        message = out.loc[row, "message"]
+        assert message.startswith(f"row {row}: ") or out.loc[row, "error"] == "missing_image"
+        assert "Traceback" not in message and "File \"" not in message
+        value = values[row]
+        if isinstance(value, str) and len(value) > 4:
+            assert value[:12] not in message  # the input is never echoed back
+        assert out.loc[row, "label"] == "" and out.loc[row, "p_sad"] is None
+        assert out.loc[row, "cam_png"] == ""
+    alone = _predict(expr, _frame(good), explain=True)
+    for row in (0, len(values) - 1):
+        np.testing.assert_allclose(_probs(out, row), _probs(alone), rtol=1e-6)
+        np.testing.assert_array_equal(_cam(out, row), _cam(alone))
+
+
+def test_oversized_encoded_image_is_refused_before_decoding(exported):
+    small = _served(exported["expression"][0], max_image_bytes=1000)
+    big = _b64(_enc(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+    ok = _b64(_enc(_face(41, 20, 20)))
+    out = _predict(small, _frame(big, ok))
+    assert list(out["error"]) == ["too_large", ""]
+    assert "max_image_bytes" in out.loc[0, "message"]
+
+
+def test_batch_limits(expr):
+    tiny = _b64(_enc(_face(42, 16, 16)))
+    full = _predict(expr, _frame(*[tiny] * 64))
+    assert (full["error"] == "").all()
+    over = _predict(expr, _frame(*[tiny] * 65))
+    assert len(over) == 65 and (over["error"] == "batch_too_large").all()
+    assert "64" in over.loc[0, "message"] and over["p_happy"].isna().all()
+    score = _predict(expr, _frame(*[tiny] * 5), explain=True, method="scorecam")
+    assert (score["error"] == "batch_too_large").all()
+    assert "scorecam" in score.loc[0, "message"]
+
+
+def test_data_url_and_urlsafe_base64_are_accepted(expr):
+    data = _enc(_face(43))
+    reference = _predict(expr, _frame(_b64(data)))
+    url = "data:image/png;base64," + _b64(data)
+    safe = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    wrapped = "\n".join(_b64(data)[i : i + 76] for i in range(0, len(_b64(data)), 76))
+    out = _predict(expr, _frame(url, safe, wrapped))
+    assert list(out["error"]) == ["", "", ""]
+    for row in range(3):
+        np.testing.assert_allclose(_probs(out, row), _probs(reference), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ odd modes
+
+
+def _odd_modes() -> list[tuple[str, bytes, np.ndarray]]:
+    rgb = _face(50, 36, 36)
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    gray3 = np.repeat(gray[..., None], 3, axis=2)
+    alpha = np.full(gray.shape, 255, dtype=np.uint8)
+    alpha[:, :18] = 0  # left half transparent -> white
+    rgba = np.dstack([rgb, alpha])
+    white_left = rgb.copy()
+    white_left[:, :18] = 255
+    pal = Image.fromarray(rgb).quantize(colors=16)
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    wide = Image.fromarray(gray.astype(np.uint16) * 257)  # mode I;16
+    la = Image.fromarray(np.dstack([gray, np.full_like(gray, 255)]))  # mode LA
+    bits = Image.fromarray(gray > 127)
+    return [
+        ("L", _enc(Image.fromarray(gray)), gray3),
+        ("P", _enc(pal), np.asarray(pal.convert("RGB"))),
+        ("RGBA", _enc(Image.fromarray(rgba)), white_left),
+        ("CMYK", _enc(cmyk, "TIFF"), np.asarray(cmyk.convert("RGB"))),
+        ("I;16", _enc(wide), gray3),
+        ("LA", _enc(la), gray3),
+        ("1", _enc(bits), np.repeat(np.where(gray > 127, 255, 0)[..., None], 3, 2).astype(np.uint8)),
+    ]
+
+
+@pytest.mark.parametrize("case", _odd_modes(), ids=lambda c: c[0])
+def test_odd_modes_decode_and_predict_like_their_rgb(expr, case):
+    mode, data, expected_rgb = case
+    np.testing.assert_array_equal(decode_image(data), expected_rgb)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode == mode  # the file really has the odd mode
+    out = _predict(expr, _frame(_b64(data), _b64(_enc(expected_rgb))), explain=True)
+    assert list(out["error"]) == ["", ""], list(out["message"])
+    np.testing.assert_allclose(_probs(out, 0), _probs(out, 1), rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(_cam(out, 0), _cam(out, 1))
+
+
+# ------------------------------------------------------------------------------ via MLflow
+
+
+def test_logged_pyfunc_serves_explanations(exported, tmp_path, monkeypatch):
+    from facelens.tracking.registry import log_pytorch_pyfunc
+    from facelens.tracking.runs import configure, tracked_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    configure(None, "serving-test", artifact_location=str(tmp_path / "artifacts"))
+    with tracked_run("train"):
+        info = log_pytorch_pyfunc(exported["expression"][0])
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    frame = _frame(_b64(_enc(_face(60))), "not base64 !")
+    out = loaded.predict(frame, params={"explain": True, "target": "sad", "method": "layercam"})
+    assert list(out["error"]) == ["", "invalid_base64"]
+    assert out.loc[0, "cam_target"] == "sad" and out.loc[0, "cam_method"] == "layercam"
+    assert _cam(out).shape == (40, 40, 3)
+    plain = loaded.predict(frame)
+    assert not set(CAM_COLUMNS) & set(plain.columns)

@@ -1,0 +1,287 @@
+"""Optuna study + MLflow: nested runs, pruning, failures, resume, artifacts."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from facelens.tracking.runs import configure
+from facelens.tuning.space import SearchSpace, TuneParams
+from facelens.tuning.study import PARENT_RUN_ATTR, create_study, run_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = {
+    "lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+    "optimizer": ["adamw", "sgd"],
+    "batch_size": [8],
+    "epochs": [3],
+}
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, tmp_path_factory, monkeypatch) -> str:
+    """A private sqlite tracking store under tmp_path (copied from a migrated template)."""
+    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+    if not template.exists():  # creating the schema takes seconds; copying it is instant
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+    db = tmp_path / "mlflow.db"
+    shutil.copy(template, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    configure(None, "tune-test", artifact_location=str(tmp_path / "artifacts"))
+    yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def _params(tmp_path: Path, **kw) -> TuneParams:
+    raw = {
+        "study_name": "s",
+        "storage": f"sqlite:///{tmp_path}/optuna.db",
+        "n_trials": 3,
+        "seed": 0,
+        "sampler": "random",
+        "pruner": "median",
+        "n_startup_trials": 1,
+        "space": SPACE,
+    }
+    raw.update(kw)
+    return TuneParams.model_validate(raw)
+
+
+def _scripted(curves: list[list[float] | Exception]) -> Callable:
+    """An objective that plays one scripted learning curve per call (raising for exceptions)."""
+    calls: list[dict] = []
+
+    def objective(trial_params: dict, report: Callable[[int, float], None]) -> float:
+        script = curves[len(calls) % len(curves)]
+        calls.append(dict(trial_params))
+        if isinstance(script, BaseException):
+            raise script
+        for epoch, value in enumerate(script):
+            report(epoch, value)
+        return script[-1]
+
+    objective.calls = calls  # type: ignore[attr-defined]
+    return objective
+
+
+def _children(parent_id: str) -> list:
+    runs = MlflowClient().search_runs(
+        experiment_ids=[mlflow.get_experiment_by_name("tune-test").experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+    )
+    return sorted(runs, key=lambda r: int(r.data.params["trial_number"]))
+
+
+def _artifacts(run_id: str, path: str = "study") -> set[str]:
+    return {Path(f.path).name for f in MlflowClient().list_artifacts(run_id, path)}
+
+
+def test_pruned_and_complete_trials_become_nested_runs(mlflow_store, tmp_path) -> None:
+    params = _params(tmp_path)
+    # Trial 0 sets the median; trial 1 is far below it at epoch 0 -> pruned; trial 2 completes.
+    objective = _scripted([[0.5, 0.7, 0.8], [0.01, 0.02, 0.03], [0.6, 0.8, 0.9]])
+    study = create_study(params)
+    result = run_study(study, params, objective, parent_run_name="tune", progress=False)
+
+    assert (result.n_complete, result.n_pruned, result.n_failed) == (2, 1, 0)
+    assert result.best_value == pytest.approx(0.9)
+    assert result.best_params == study.best_trial.params
+    assert set(result.best_params) == set(SearchSpace.model_fields)
+    assert result.to_dict()["study_name"] == "s"
+
+    parent = MlflowClient().get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_value"] == pytest.approx(0.9)
+    assert parent.data.params["sampler"] == "random"
+    assert parent.data.tags["best_trial"] == "2"
+    assert study.user_attrs[PARENT_RUN_ATTR] == result.parent_run_id
+
+    children = _children(result.parent_run_id)
+    assert [c.data.tags["state"] for c in children] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert children[0].data.params["optimizer"] in ("adamw", "sgd")
+    assert children[0].data.params["epochs"] == "3"
+    history = MlflowClient().get_metric_history(children[0].info.run_id, "objective")
+    assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.7), (2, 0.8)]
+    pruned_history = MlflowClient().get_metric_history(children[1].info.run_id, "objective")
+    assert len(pruned_history) == 1  # stopped at the first report
+    assert "final_objective" not in children[1].data.metrics
+
+    files = _artifacts(result.parent_run_id)
+    assert {"optimization_history.html", "parallel_coordinate.html", "trials.csv"} <= files
+    assert {"param_importances.html", "result.json", "search_space.json"} <= files
+
+    # Pruned trials count as done: running the study again has nothing left to do.
+    run_study(create_study(params), params, objective, parent_run_name="tune", progress=False)
+    assert len(objective.calls) == 3
+
+
+def test_failed_trial_is_recorded_and_study_goes_on(mlflow_store, tmp_path) -> None:
+    params = _params(tmp_path, pruner="none")
+    objective = _scripted([[0.4], RuntimeError("CUDA out of memory"), [0.6]])
+    study = create_study(params)
+    result = run_study(study, params, objective, parent_run_name="tune", progress=False)
+
+    assert (result.n_complete, result.n_pruned, result.n_failed) == (2, 0, 1)
+    assert len(objective.calls) == 3
+    children = _children(result.parent_run_id)
+    failed = children[1]
+    assert failed.data.tags["state"] == "FAIL"
+    assert failed.info.status == "FAILED"
+    assert "CUDA out of memory" in failed.data.tags["error"]
+    assert [c.data.tags["state"] for c in children] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert MlflowClient().get_run(result.parent_run_id).info.status == "FINISHED"
+
+
+def test_nan_objective_is_a_failure(mlflow_store, tmp_path) -> None:
+    params = _params(tmp_path, n_trials=1, pruner="none")
+    study = create_study(params)
+    result = run_study(
+        study, params, lambda p, report: float("nan"), parent_run_name="t", progress=False
+    )
+    assert result.n_failed == 1
+    assert result.best_value is None and result.best_params == {}
+    assert any("no complete trial" in n for n in result.notes)
+    (child,) = _children(result.parent_run_id)
+    assert child.data.tags["state"] == "FAIL"
+
+
+def test_resume_runs_only_the_remainder_in_the_same_parent(mlflow_store, tmp_path) -> None:
+    objective = _scripted([[0.3], [0.5], [0.4], [0.45]])
+    first = run_study(
+        create_study(_params(tmp_path, n_trials=2, pruner="none")),
+        _params(tmp_path, n_trials=2, pruner="none"),
+        objective,
+        parent_run_name="tune",
+        progress=False,
+    )
+    assert first.n_complete == 2
+
+    params3 = _params(tmp_path, n_trials=3, pruner="none")
+    study = create_study(params3)  # a new process would do exactly this
+    assert len(study.trials) == 2
+    second = run_study(study, params3, objective, parent_run_name="tune", progress=False)
+
+    assert len(objective.calls) == 3  # only one new trial
+    assert second.n_complete == 3
+    assert second.parent_run_id == first.parent_run_id
+    parent = MlflowClient().get_run(second.parent_run_id)
+    assert parent.data.tags["resumed"] == "True"
+    assert parent.data.tags["n_trials_target"] == "3"
+    assert parent.info.status == "FINISHED"
+    assert [c.data.params["trial_number"] for c in _children(second.parent_run_id)] == [
+        "0",
+        "1",
+        "2",
+    ]
+
+    again = run_study(create_study(params3), params3, objective, parent_run_name="tune")
+    assert len(objective.calls) == 3  # nothing left to do
+    assert any("already has 3 finished trials" in n for n in again.notes)
+
+
+def test_interrupted_study_is_killed_then_resumed(mlflow_store, tmp_path) -> None:
+    params = _params(tmp_path, n_trials=3, pruner="none")
+    objective = _scripted([[0.3], KeyboardInterrupt(), [0.5], [0.6]])
+    with pytest.raises(KeyboardInterrupt):
+        run_study(create_study(params), params, objective, parent_run_name="t", progress=False)
+    study = create_study(params)
+    parent_id = study.user_attrs[PARENT_RUN_ATTR]
+    assert MlflowClient().get_run(parent_id).info.status == "KILLED"
+    assert mlflow.active_run() is None
+
+    result = run_study(study, params, objective, parent_run_name="t", progress=False)
+    assert result.parent_run_id == parent_id
+    assert result.n_complete == 3
+    states = [c.info.status for c in _children(parent_id)]
+    assert states.count("KILLED") == 1 and states.count("FINISHED") == 3
+
+
+def test_parent_in_another_store_is_not_resumed(mlflow_store, tmp_path) -> None:
+    params = _params(tmp_path, n_trials=1, pruner="none")
+    study = create_study(params)
+    study.set_user_attr(PARENT_RUN_ATTR, "0" * 32)  # e.g. the MLflow DB was wiped
+    result = run_study(study, params, lambda p, r: 1.0, parent_run_name="t", progress=False)
+    assert result.parent_run_id != "0" * 32
+    assert study.user_attrs[PARENT_RUN_ATTR] == result.parent_run_id
+    assert any("not resumed" in n for n in result.notes)
+
+
+def test_importances_skipped_with_a_note_when_nothing_varies(mlflow_store, tmp_path) -> None:
+    fixed = {
+        "lr": [1e-3],
+        "weight_decay": [0.0],
+        "optimizer": ["adamw"],
+        "batch_size": [8],
+        "trainable_blocks": [5],
+        "head": ["pooled"],
+        "dropout": [0.1],
+        "label_smoothing": [0.0],
+        "augment": [0.0],
+        "epochs": [2],
+        "arch": ["vgg16_bn"],
+    }
+    params = _params(tmp_path, n_trials=2, pruner="none", space=fixed)
+    result = run_study(
+        create_study(params), params, lambda p, r: 0.5, parent_run_name="t", progress=False
+    )
+    assert any("param importances skipped" in n for n in result.notes)
+    files = _artifacts(result.parent_run_id)
+    assert "param_importances.html" not in files
+    assert "optimization_history.html" in files
+
+
+def test_timeout_bounds_the_call(tmp_path) -> None:
+    params = _params(tmp_path, n_trials=50, timeout=0.3, pruner="none", storage=None)
+
+    def slow(trial_params, report) -> float:
+        time.sleep(0.1)
+        return 1.0
+
+    start = time.perf_counter()
+    result = run_study(
+        create_study(params), params, slow, parent_run_name="t", log_to_mlflow=False, progress=False
+    )
+    assert time.perf_counter() - start < 3.0
+    assert 1 <= result.n_complete < 50
+    assert result.parent_run_id is None
+
+
+def test_direction_mismatch_is_refused(tmp_path) -> None:
+    create_study(_params(tmp_path))
+    with pytest.raises(ValueError, match="direction 'maximize'"):
+        create_study(_params(tmp_path, direction="minimize"))
+
+
+def test_resumed_sampler_does_not_replay_start_points(tmp_path) -> None:
+    params = _params(tmp_path, n_trials=2, pruner="none")
+    quiet = {"parent_run_name": "t", "log_to_mlflow": False, "progress": False}
+    run_study(create_study(params), params, lambda p, r: 1.0, **quiet)
+    more = _params(tmp_path, n_trials=4, pruner="none")
+    study = create_study(more)
+    run_study(study, more, lambda p, r: 1.0, **quiet)
+    lrs = [t.params["lr"] for t in study.trials]
+    assert len(set(lrs)) == 4
+
+
+def test_storage_password_is_not_logged(mlflow_store, tmp_path) -> None:
+    from facelens.tuning.study import _redact
+
+    assert _redact("postgresql://optuna:s3cret@db:5432/optuna") == (
+        "postgresql://optuna:***@db:5432/optuna"
+    )
+    assert _redact("sqlite:///optuna.db") == "sqlite:///optuna.db"
+    params = _params(tmp_path, n_trials=1, pruner="none")
+    result = run_study(create_study(params), params, lambda p, r: 1.0, parent_run_name="t")
+    tags = MlflowClient().get_run(result.parent_run_id).data.tags
+    assert tags["storage"] == params.storage

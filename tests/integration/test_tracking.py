@@ -1,0 +1,211 @@
+"""MLflow runs: configuration, run states, epoch logging, datasets and lineage tags."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from facelens.tracking.runs import (
+    MlflowEpochLogger,
+    configure,
+    flatten_metrics,
+    lineage_tags,
+    log_dataset,
+    params_digest,
+    tracked_run,
+)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, tmp_path_factory, monkeypatch) -> str:
+    """A private sqlite tracking store under tmp_path (copied from a migrated template)."""
+    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+    if not template.exists():  # creating the schema takes seconds; copying it is instant
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+    db = tmp_path / "mlflow.db"
+    shutil.copy(template, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    configure(None, "test", artifact_location=str(tmp_path / "artifacts"))
+    yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def _run(run_id: str) -> Any:
+    return MlflowClient().get_run(run_id)
+
+
+def test_configure_env_wins(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(mlflow, "set_experiment", lambda name: None)
+    assert configure("sqlite:///from-params.db", "x") == "sqlite:///from-params.db"
+    assert mlflow.get_tracking_uri() == "sqlite:///from-params.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/env.db")
+    assert configure("sqlite:///from-params.db", "x") == f"sqlite:///{tmp_path}/env.db"
+
+
+def test_configure_creates_experiment_with_artifact_location(mlflow_store, tmp_path) -> None:
+    experiment = mlflow.get_experiment_by_name("test")
+    assert experiment is not None
+    assert str(tmp_path / "artifacts") in experiment.artifact_location
+
+
+def test_tracked_run_finishes_and_sets_tags(mlflow_store) -> None:
+    with tracked_run("ok", tags={"stage": "train"}) as run:
+        mlflow.log_param("a", 1)
+    got = _run(run.info.run_id)
+    assert got.info.status == "FINISHED"
+    assert got.info.run_name == "ok"
+    assert got.data.tags["stage"] == "train"
+    assert mlflow.active_run() is None
+
+
+def test_tracked_run_failed_on_exception_and_records_it(mlflow_store) -> None:
+    with pytest.raises(RuntimeError, match="boom"), tracked_run("bad") as run:
+        raise RuntimeError("boom")
+    got = _run(run.info.run_id)
+    assert got.info.status == "FAILED"
+    assert got.data.tags["error"] == "RuntimeError: boom"
+    assert mlflow.active_run() is None
+
+
+def test_tracked_run_killed_on_keyboard_interrupt(mlflow_store) -> None:
+    with pytest.raises(KeyboardInterrupt), tracked_run("stopped") as run:
+        raise KeyboardInterrupt
+    assert _run(run.info.run_id).info.status == "KILLED"
+
+
+def test_tracked_run_nested_and_resume(mlflow_store) -> None:
+    with tracked_run("parent") as parent:
+        with tracked_run("child", nested=True) as child:
+            pass
+        assert mlflow.active_run().info.run_id == parent.info.run_id
+    assert _run(child.info.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert _run(child.info.run_id).info.status == "FINISHED"
+
+    with tracked_run("evaluate", run_id=parent.info.run_id) as resumed:
+        assert resumed.info.run_id == parent.info.run_id
+        assert _run(parent.info.run_id).info.status == "RUNNING"
+        mlflow.log_param("resumed", "yes")
+    got = _run(parent.info.run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.params["resumed"] == "yes"
+    assert got.info.run_name == "parent"
+
+
+def test_tracked_run_closes_a_run_the_block_left_open(mlflow_store) -> None:
+    with tracked_run("outer") as outer:
+        mlflow.start_run(run_name="leaked", nested=True)  # a bug in the block: never ended
+    assert _run(outer.info.run_id).info.status == "FINISHED"
+    mlflow.end_run()
+
+
+@dataclass
+class _Epoch:
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_metric: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.5
+
+
+def test_epoch_logger_logs_history_per_step(mlflow_store) -> None:
+    logger = MlflowEpochLogger()
+    with tracked_run("fit") as run:
+        for epoch, (loss, metric) in enumerate([(1.0, 0.2), (0.5, 0.4), (0.25, 0.6)]):
+            logger.on_epoch_end(
+                _Epoch(
+                    epoch,
+                    loss,
+                    None if epoch == 0 else loss + 0.1,
+                    metric,
+                    {"per_class_f1": [0.1, 0.2], "cm": {"n": 3}, "note": "x", "ok": True},
+                )
+            )
+    client = MlflowClient()
+    rid = run.info.run_id
+    history = client.get_metric_history(rid, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5), (2, 0.25)]
+    assert [m.step for m in client.get_metric_history(rid, "val_loss")] == [1, 2]
+    assert client.get_metric_history(rid, "val_metric")[-1].value == pytest.approx(0.6)
+    metrics = _run(rid).data.metrics
+    assert metrics["per_class_f1/1"] == pytest.approx(0.2)
+    assert metrics["cm/n"] == 3.0
+    assert "note" not in metrics and "ok" not in metrics
+
+
+def test_epoch_logger_prefix_and_run_id(mlflow_store) -> None:
+    with tracked_run("target") as target:
+        pass
+    MlflowEpochLogger(prefix="trial", run_id=target.info.run_id).on_epoch_end(
+        _Epoch(4, 0.3, 0.4, 0.5)
+    )
+    assert _run(target.info.run_id).data.metrics["trial/val_metric"] == 0.5
+
+
+def test_flatten_metrics_is_pure() -> None:
+    nested = {"a": {"b": 1, "c": [2, 3.5]}, "s": "text", "n": None, "t": True}
+    assert flatten_metrics(nested) == {"a/b": 1.0, "a/c/0": 2.0, "a/c/1": 3.5}
+    assert nested["a"]["c"] == [2, 3.5]
+    assert flatten_metrics({"x y(z)": 1}, prefix="p") == {"p/x y_z_": 1.0}
+
+
+def test_log_dataset_records_digest_and_context(mlflow_store) -> None:
+    df = pd.DataFrame({"id": ["a", "b"], "label": [0, 3]})
+    digest = "0123456789abcdef0123456789abcdef.dir"
+    with tracked_run("data") as run:
+        log_dataset(df, name="splits/train", digest=digest, context="training", source="data/x")
+    inputs = _run(run.info.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1
+    assert inputs[0].dataset.name == "splits/train"
+    assert inputs[0].dataset.digest == digest[:36]
+    tags = {t.key: t.value for t in inputs[0].tags}
+    assert tags["mlflow.data.context"] == "training"
+    assert tags["digest"] == digest
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_lineage_tags(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  prepare:\n    cmd: python x.py\n    outs:\n"
+        "    - path: data/prepared\n      hash: md5\n      md5: abc123.dir\n      size: 10\n"
+    )
+    _git(repo, "add", "dvc.lock")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+
+    tags = lineage_tags(repo, params={"b": 2, "a": 1})
+    assert len(tags["git_commit"]) == 40
+    assert tags["git_dirty"] == "false"
+    assert tags["data_version"] == "abc123.dir"
+    assert tags["params_hash"] == params_digest({"a": 1, "b": 2})
+    assert tags["params_hash"] != params_digest({"a": 1, "b": 3})
+    assert tags["torch_version"] != "unknown"
+    assert all(isinstance(v, str) for v in tags.values())
+
+    (repo / "dvc.lock").write_text("stages: {}\n")
+    dirty = lineage_tags(repo, params={}, data_stage="prepare")
+    assert dirty["git_dirty"] == "true"
+    assert dirty["data_version"] == "unknown"
+    assert lineage_tags(repo, params={}, data_stage="nope")["data_version"] == "unknown"
+
+
+def test_lineage_tags_outside_git(tmp_path: Path) -> None:
+    tags = lineage_tags(tmp_path, params={})
+    assert tags["data_version"] == "unknown"
+    assert tags["git_commit"] == "unknown"

@@ -1,0 +1,229 @@
+"""Training loop: learning, attributes, checkpoint/resume, activation cache, early stopping."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facelens.data.dataset import FaceDataset, make_transform
+from facelens.models.cache import ActivationCache
+from facelens.models.vgg import FaceVGG, ModelParams, build_model
+from facelens.training.fit import EpochResult, History, TrainParams, evaluate, fit, predict
+
+NORM = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+SIZE = 32
+
+
+def _images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two learnable classes (0 and 3): class 3 has a bright centre square."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.arange(n) % 2) * 3
+    x = torch.randint(0, 100, (n, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    x[y == 3, :, 8:24, 8:24] += 150
+    return x, y
+
+
+def _datasets(
+    n: int = 12, augment: float = 0.0, task: str = "expression"
+) -> tuple[FaceDataset, FaceDataset]:
+    x, y = _images(n)
+    targets: torch.Tensor | np.ndarray = y
+    stats = None
+    if task == "attributes":
+        bright = x.float().mean(dim=(1, 2, 3)).numpy()
+        targets = np.stack([bright / 20 + 1, 9 - bright / 30], axis=1).astype(np.float32)
+        stats = (targets.mean(0), targets.std(0))
+    tf = make_transform(SIZE, train=True, augment=augment, norm_mean=NORM[0], norm_std=NORM[1])
+    vt = make_transform(SIZE, train=False, augment=0.0, norm_mean=NORM[0], norm_std=NORM[1])
+    names = ["bright", "dark"] if task == "attributes" else None
+    train = FaceDataset.from_tensors(
+        x, targets, task, transform=tf, target_names=names, target_stats=stats
+    )
+    return train, train.with_transform(vt)
+
+
+def _model(num_outputs: int = 7, head: str = "pooled", seed: int = 0) -> FaceVGG:
+    params = ModelParams(arch="vgg16_bn", weights="none", input_size=SIZE)
+    model, _ = build_model(params, num_outputs=num_outputs, head=head, seed=seed)  # type: ignore[arg-type]
+    return model
+
+
+class _Recorder:
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.seen: list[EpochResult] = []
+        self.stop_after = stop_after
+
+    def on_epoch_end(self, result: EpochResult) -> None:
+        self.seen.append(result)
+        if self.stop_after is not None and result.epoch >= self.stop_after:
+            raise KeyboardInterrupt(f"stop after epoch {result.epoch}")
+
+
+def test_train_params_are_closed() -> None:
+    with pytest.raises(ValueError, match="extra"):
+        TrainParams(learning_rate=0.1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="trainable_blocks"):
+        TrainParams(trainable_blocks=6)
+
+
+def test_fit_reduces_loss_and_keeps_best_weights() -> None:
+    train, val = _datasets(n=16, augment=0.3)
+    model = _model()
+    rec = _Recorder()
+    params = TrainParams(epochs=3, batch_size=8, augment=0.3, seed=0)
+    threads = torch.get_num_threads()
+    rng = torch.get_rng_state()
+    history = fit(model, train, val, params, "expression", callbacks=[rec], progress=False)
+    assert [e.epoch for e in history.epochs] == [1, 2, 3] and rec.seen == history.epochs
+    losses = [e.train_loss for e in history.epochs]
+    assert losses[-1] < 0.5 * losses[0]
+    assert {"lr", "train_img_per_s", "val_accuracy", "val_macro_f1"} <= set(rec.seen[0].metrics)
+    best = history.epochs[history.best_epoch - 1].val_metric
+    assert history.best_val_metric == best == max(e.val_metric for e in history.epochs)
+    # the model holds the best epoch's weights
+    assert evaluate(model, val, "expression")["macro_f1"] == pytest.approx(best)
+    # predictions never augment, even through the training dataset
+    np.testing.assert_allclose(predict(model, train), predict(model, val), rtol=1e-5, atol=1e-5)
+    # global state restored
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng)
+    assert History.from_dict(history.to_dict()) == history
+
+
+def test_attributes_task() -> None:
+    train, val = _datasets(n=12, task="attributes")
+    model = _model(num_outputs=2)
+    params = TrainParams(epochs=2, batch_size=6, augment=0.0, trainable_blocks=2, lr=3e-3)
+    history = fit(model, train, val, params, "attributes", progress=False)
+    assert all(math.isfinite(e.val_metric) for e in history.epochs)
+    assert "val_mean_pearson" in history.epochs[-1].metrics
+    pred = predict(model, val)
+    assert pred.shape == (12, 2) and pred.dtype == np.float32
+    # de-standardised: predictions live on the raw scale, not around 0
+    assert abs(float(pred[:, 1].mean()) - float(val.raw_targets[:, 1].mean())) < 2.0
+    rep = evaluate(model, val, "attributes")
+    assert set(rep["pearson"]) == {"bright", "dark"}
+    assert rep["mean_pearson"] == pytest.approx(history.best_val_metric, abs=1e-4)
+
+
+def test_checkpoint_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    train, val = _datasets(n=12, augment=0.5)
+    params = TrainParams(epochs=3, batch_size=6, augment=0.5, dropout=0.5, seed=1)
+
+    full_model = _model()
+    full = fit(full_model, train, val, params, "expression", progress=False)
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            _model(),
+            train,
+            val,
+            params,
+            "expression",
+            callbacks=[_Recorder(stop_after=1)],
+            checkpoint_dir=ckpt,
+            progress=False,
+        )
+    assert (ckpt / "checkpoint.pt").is_file() and (ckpt / "best-epoch1.pt").is_file()
+
+    rec = _Recorder()
+    resumed_model = _model(seed=99)  # different init: the checkpoint must overwrite it
+    resumed = fit(
+        resumed_model,
+        train,
+        val,
+        params,
+        "expression",
+        callbacks=[rec],
+        checkpoint_dir=ckpt,
+        progress=False,
+    )
+    assert [e.epoch for e in rec.seen] == [2, 3]  # only the remaining epochs ran
+    assert [e.epoch for e in resumed.epochs] == [1, 2, 3]
+    np.testing.assert_allclose(
+        [e.train_loss for e in resumed.epochs], [e.train_loss for e in full.epochs], rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        [e.val_loss for e in resumed.epochs], [e.val_loss for e in full.epochs], rtol=1e-4
+    )
+    assert resumed.best_epoch == full.best_epoch
+    for a, b in zip(
+        resumed_model.state_dict().values(), full_model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    assert len(list(ckpt.glob("best-epoch*.pt"))) == 1
+
+    # a finished run resumes to the same history without training
+    again = fit(_model(), train, val, params, "expression", checkpoint_dir=ckpt, progress=False)
+    assert again == resumed
+    with pytest.raises(ValueError, match=r"different params \(differing: \['lr'\]\)"):
+        fit(
+            _model(),
+            train,
+            val,
+            params.model_copy(update={"lr": 0.5}),
+            "expression",
+            checkpoint_dir=ckpt,
+            progress=False,
+        )
+
+
+def test_cached_training_matches_image_training(tmp_path: Path) -> None:
+    train, val = _datasets(n=12, augment=0.0)
+    params = TrainParams(epochs=2, batch_size=6, augment=0.0, trainable_blocks=1, dropout=0.0)
+    plain = fit(_model(), train, val, params, "expression", progress=False)
+    cache = ActivationCache(tmp_path, dtype=torch.float32)
+    key = {"arch": "vgg16_bn", "data_version": "test"}
+    cached = fit(
+        _model(),
+        train,
+        val,
+        params,
+        "expression",
+        cache=cache,
+        cache_key_fields=key,
+        progress=False,
+    )
+    assert cached.used_cache and not plain.used_cache
+    assert cache.misses == 2  # train and val activations computed once
+    np.testing.assert_allclose(
+        [e.train_loss for e in cached.epochs], [e.train_loss for e in plain.epochs], rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        [e.val_loss for e in cached.epochs], [e.val_loss for e in plain.epochs], rtol=1e-4
+    )
+    fit(
+        _model(),
+        train,
+        val,
+        params,
+        "expression",
+        cache=cache,
+        cache_key_fields=key,
+        progress=False,
+    )
+    assert cache.misses == 2 and cache.hits == 2  # second trial reuses both
+
+
+def test_early_stopping_and_errors() -> None:
+    train, val = _datasets(n=8)
+    # all blocks frozen, negligible lr: the validation metric cannot improve after epoch 1
+    params = TrainParams(
+        epochs=5,
+        batch_size=4,
+        augment=0.0,
+        trainable_blocks=0,
+        lr=1e-12,
+        schedule="constant",
+        patience=1,
+    )
+    history = fit(_model(), train, val, params, "expression", progress=False)
+    assert len(history.epochs) == 2 and history.stopped_early and history.best_epoch == 1
+    with pytest.raises(ValueError, match="head"):
+        fit(_model(head="classifier"), train, val, TrainParams(), "expression", progress=False)
+    with pytest.raises(ValueError, match="task must be one of"):
+        fit(_model(), train, val, params, "age", progress=False)
