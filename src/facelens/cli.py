@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,7 +45,7 @@ err = Console(stderr=True)
 
 def _fail(message: str, code: int = 1) -> NoReturn:
     """Print a one-line error to stderr and exit with ``code`` (1 = bad input)."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -484,14 +485,14 @@ def predict(
                 records.append({"file": str(path), "error": "bad_input", "message": problems[i]})
         typer.echo(json.dumps(records, indent=2))
     elif results:
-        table = Table(title=f"predictions ({uri})")
+        table = Table(title=escape(f"predictions ({uri})"))
         table.add_column("image")
         table.add_column("prediction" if task == "expression" else "highest ratings")
         if results and next(iter(results.values())).get("label"):
             table.add_column("top 3", style="dim")
         for i in sorted(results):
             row = results[i]
-            cells = [str(images[i]), _summary(row)]
+            cells = [escape(str(images[i])), _summary(row)]
             if row.get("label"):
                 probs = sorted(
                     ((k[2:], v) for k, v in _values(row).items() if k.startswith("p_")),
@@ -501,7 +502,7 @@ def predict(
             table.add_row(*cells)
         out.print(table)
     for i in sorted(problems):
-        err.print(f"[bold red]error:[/] {problems[i]}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(problems[i])}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
 
@@ -623,14 +624,21 @@ def explain(
             row = _run_model(pyfunc, [encoded], params)[0]
             progress(k + 1, len(methods))
             if row.get("error") in ("unknown_target", "unknown_method", "invalid_param"):
-                _fail(_ROW_PREFIX.sub("", str(row.get("message"))), code=2)
+                message = _ROW_PREFIX.sub("", str(row.get("message")))
+                for param in ("target", "method", "explain"):
+                    message = message.replace(f"the '{param}' param", f"--{param}")
+                _fail(message, code=2)
             if row.get("error") == "explain_failed" and all_methods:
-                err.print(f"[yellow]skipped {name}:[/] {_row_message(image, row)}", highlight=False)
+                err.print(
+                    f"[yellow]skipped {escape(name)}:[/] {escape(_row_message(image, row))}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
                 continue
             if row.get("error"):
                 _fail(_row_message(image, row))
             overlays[name] = _decode_png_b64(str(row["cam_png"]))
-    out.print(f"{image}: {_summary(row)}", highlight=False)
+    out.print(f"{image}: {_summary(row)}", highlight=False, markup=False)
     if all_methods:
         folder.mkdir(parents=True, exist_ok=True)
         from PIL import Image
@@ -650,6 +658,7 @@ def explain(
             f"explained {row.get('cam_target')!s} with {len(overlays)} methods -> {folder}/ "
             f"({', '.join(_safe_name(n) + '.png' for n in overlays)}, methods.png)",
             highlight=False,
+            markup=False,
         )
         return
     target_file.parent.mkdir(parents=True, exist_ok=True)
@@ -657,7 +666,9 @@ def explain(
 
     Image.fromarray(overlays[methods[0]]).save(target_file)
     out.print(
-        f"explained {row.get('cam_target')} with {methods[0]} -> {target_file}", highlight=False
+        f"explained {row.get('cam_target')} with {methods[0]} -> {target_file}",
+        highlight=False,
+        markup=False,
     )
 
 
@@ -729,17 +740,20 @@ def runs(
         typer.echo(json.dumps(records, indent=2))
         return
     if not records:
-        out.print(f"no runs in {uri}")
+        out.print(f"no runs in {uri}", markup=False)
         return
     shown = [m for m in _KEY_METRICS if any(m in r["metrics"] for r in records)]
-    table = Table(title=f"{len(records)} most recent run(s) in {uri}")
-    for name in ("run id", "name", "experiment", "status", "started (UTC)", *shown):
+    table = Table(title=escape(f"{len(records)} most recent run(s) in {uri}"))
+    table.add_column(
+        "run id", no_wrap=True, min_width=32
+    )  # full ids: `facelens compare` takes them
+    for name in ("name", "experiment", "status", "started (UTC)", *shown):
         table.add_column(name, justify="right" if name in shown else "left")
     for r in records:
         table.add_row(
             r["run_id"],
-            r["run_name"],
-            r["experiment"],
+            escape(r["run_name"]),
+            escape(r["experiment"]),
             r["status"],
             r["start_time"],
             *(f"{r['metrics'][m]:.4f}" if m in r["metrics"] else "" for m in shown),
@@ -787,4 +801,5 @@ def compare(
             )
     except (ValueError, LookupError, OSError) as exc:
         _fail(str(exc).splitlines()[0])
-    out.print(f"report written to {written}" + (" (and logged to MLflow)" if log else ""))
+    suffix = " (and logged to MLflow)" if log else ""
+    out.print(f"report written to {written}{suffix}", markup=False)

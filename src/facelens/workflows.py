@@ -88,8 +88,20 @@ class _PruningReporter:
         self._report(result.epoch, float(result.val_metric))
 
 
-def tune_study(params: Params, prepared_dir: Path, splits_dir: Path, *, cache_dir: Path) -> Any:
+def tune_study(
+    params: Params,
+    prepared_dir: Path,
+    splits_dir: Path,
+    *,
+    cache_dir: Path,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> Any:
     """Run (or resume) the Optuna study; every trial is a nested MLflow run.
+
+    Trials whose recipe freezes the first blocks and does not augment train on activations
+    of the frozen prefix cached under ``cache_dir`` (computed once, shared by all trials);
+    ``use_cache=False`` recomputes them every step (for the benchmark).
 
     Returns:
         The :class:`facelens.tuning.study.StudyResult`.
@@ -106,7 +118,7 @@ def tune_study(params: Params, prepared_dir: Path, splits_dir: Path, *, cache_di
     tune_params = params.tune.model_copy(
         update={"study_name": study_name_for(params, data_version)}
     )
-    cache = ActivationCache(cache_dir)
+    cache = ActivationCache(cache_dir) if use_cache else None
 
     def objective(trial_params: dict[str, Any], report: Callable[[int, float], None]) -> float:
         recipe = make_recipe(params.task, params.model, params.train, trial_params)
@@ -124,7 +136,11 @@ def tune_study(params: Params, prepared_dir: Path, splits_dir: Path, *, cache_di
 
     study = create_study(tune_params)
     return run_study(
-        study, tune_params, objective, parent_run_name=f"tune {tune_params.study_name}"
+        study,
+        tune_params,
+        objective,
+        parent_run_name=f"tune {tune_params.study_name}",
+        progress=progress,
     )
 
 
@@ -353,7 +369,9 @@ def _log_eval_figures(metrics: dict[str, Any], report: dict[str, Any], meta: Any
     from facelens import plots
 
     if meta.task == "expression":
-        fig = plots.confusion_figure(np.asarray(report["confusion_matrix"]), list(meta.output_names))
+        fig = plots.confusion_figure(
+            np.asarray(report["confusion_matrix"]), list(meta.output_names)
+        )
         mlflow.log_figure(fig, "evaluation/confusion_matrix.png")
     else:
         fig = plots.attribute_r_figure(metrics["per_attribute"])

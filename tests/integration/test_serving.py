@@ -315,7 +315,7 @@ def test_every_hostile_row_gets_a_stable_code_and_good_rows_are_answered(expr, p
     for row in range(1, len(values) - 1):
         message = out.loc[row, "message"]
         assert message.startswith(f"row {row}: ") or out.loc[row, "error"] == "missing_image"
-        assert "Traceback" not in message and "File \"" not in message
+        assert "Traceback" not in message and 'File "' not in message
         value = values[row]
         if isinstance(value, str) and len(value) > 4:
             assert value[:12] not in message  # the input is never echoed back
@@ -384,7 +384,11 @@ def _odd_modes() -> list[tuple[str, bytes, np.ndarray]]:
         ("CMYK", _enc(cmyk, "TIFF"), np.asarray(cmyk.convert("RGB"))),
         ("I;16", _enc(wide), gray3),
         ("LA", _enc(la), gray3),
-        ("1", _enc(bits), np.repeat(np.where(gray > 127, 255, 0)[..., None], 3, 2).astype(np.uint8)),
+        (
+            "1",
+            _enc(bits),
+            np.repeat(np.where(gray > 127, 255, 0)[..., None], 3, 2).astype(np.uint8),
+        ),
     ]
 
 
@@ -420,3 +424,78 @@ def test_logged_pyfunc_serves_explanations(exported, tmp_path, monkeypatch):
     assert _cam(out).shape == (40, 40, 3)
     plain = loaded.predict(frame)
     assert not set(CAM_COLUMNS) & set(plain.columns)
+
+
+# ------------------------------------------------------------------------------ face crops
+
+
+def test_crop_face_adds_margin_and_stays_inside():
+    from facelens.serving.faces import FaceBox, crop_face
+
+    img = np.arange(100 * 120 * 3, dtype=np.uint32).reshape(100, 120, 3).astype(np.uint8)
+    np.testing.assert_array_equal(crop_face(img, FaceBox(40, 30, 20, 20), 0.5), img[20:60, 30:70])
+    np.testing.assert_array_equal(crop_face(img, FaceBox(40, 30, 20, 20), 0.0), img[30:50, 40:60])
+    # At a corner the square is shifted inside the image, not shrunk.
+    assert crop_face(img, FaceBox(0, 0, 20, 20), 0.5).shape == (40, 40, 3)
+    np.testing.assert_array_equal(crop_face(img, FaceBox(0, 0, 20, 20), 0.5), img[0:40, 0:40])
+    np.testing.assert_array_equal(
+        crop_face(img, FaceBox(100, 80, 20, 20), 0.5), img[60:100, 80:120]
+    )
+    # Larger than the image: cut to the image's shorter side.
+    assert crop_face(img, FaceBox(10, 10, 80, 80), 1.0).shape == (100, 100, 3)
+    with pytest.raises(ValueError, match="margin"):
+        crop_face(img, FaceBox(0, 0, 5, 5), 3.0)
+    with pytest.raises(ValueError, match="outside"):
+        crop_face(img, FaceBox(130, 0, 5, 5), 0.1)
+
+
+def test_detect_faces_orders_clips_and_picks_the_largest():
+    import cv2
+
+    from facelens.serving.faces import (
+        FaceBox,
+        NoFaceFound,
+        crop_largest_face,
+        detect_faces,
+        largest_face,
+    )
+
+    img = _face(70, 60, 80)
+    seen: list[np.ndarray] = []
+
+    def fake(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+        seen.append(gray)
+        return [(10, 10, 10, 10), (70, 50, 30, 30), (200, 200, 5, 5), (20, 5, 25, 25)]
+
+    boxes = detect_faces(img, fake)
+    # Largest first; equal areas top-most first; the box past the border is clipped/dropped.
+    assert boxes == [FaceBox(20, 5, 25, 25), FaceBox(10, 10, 10, 10), FaceBox(70, 50, 10, 10)]
+    reference = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    assert np.abs(seen[0].astype(int) - reference.astype(int)).max() <= 1
+    assert largest_face(boxes) == FaceBox(20, 5, 25, 25)
+    crop, box = crop_largest_face(img, margin=0.0, detector=fake)
+    assert box == FaceBox(20, 5, 25, 25)
+    np.testing.assert_array_equal(crop, img[5:30, 20:45])
+    with pytest.raises(NoFaceFound):
+        crop_largest_face(img, detector=lambda gray: [])
+    with pytest.raises(ValueError, match="uint8"):
+        detect_faces(img.astype(np.float32), fake)
+
+
+def test_haar_cascade_finds_the_bundled_photo_or_says_what_to_install():
+    from matplotlib import cbook
+
+    from facelens.serving.faces import FaceDetectorUnavailable, detect_faces, haar_available
+
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    photo = decode_image(Path(path).read_bytes())
+    if not haar_available():
+        with pytest.raises(FaceDetectorUnavailable, match="opencv-python-headless"):
+            detect_faces(photo)
+        return
+    boxes = detect_faces(photo)
+    assert len(boxes) >= 1
+    face = boxes[0]
+    # The portrait's face: about 220 px wide, centred around (265, 215) in the 512x600 photo.
+    assert 150 <= face.w <= 300 and abs(face.x + face.w / 2 - 265) < 40
+    assert abs(face.y + face.h / 2 - 215) < 50
