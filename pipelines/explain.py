@@ -23,11 +23,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--splits", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path, required=True)
     ap.add_argument("--run-file", type=Path, required=True, help="JSON with the train run id")
-    ap.add_argument("--out", type=Path, required=True, help="reports directory to write")
+    ap.add_argument("--figures", type=Path, required=True, help="figure directory to write")
+    ap.add_argument("--maps", type=Path, required=True, help="raw CAM directory to write")
+    ap.add_argument("--metrics", type=Path, required=True, help="faithfulness JSON to write")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     run_id = json.loads(args.run_file.read_text())["run_id"]
-    summary = explain_stage(params, args.prepared, args.splits, args.model_dir, run_id, args.out)
+    summary = explain_stage(
+        params,
+        args.prepared,
+        args.splits,
+        args.model_dir,
+        run_id,
+        figures_dir=args.figures,
+        maps_dir=args.maps,
+        metrics_path=args.metrics,
+    )
     print(f"explain: {json.dumps(summary['headline'])}")
 
 

@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--splits", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path, required=True)
     ap.add_argument("--run-file", type=Path, required=True, help="JSON with the train run id")
-    ap.add_argument("--out", type=Path, required=True, help="reports directory to write")
+    ap.add_argument("--plots", type=Path, required=True, help="plot directory to write")
+    ap.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     ap.add_argument(
         "--reference-dir",
         type=Path,
@@ -30,7 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     run_id = json.loads(args.run_file.read_text())["run_id"]
     doc = manifold_stage(
-        params, args.prepared, args.splits, args.model_dir, run_id, args.out, args.reference_dir
+        params,
+        args.prepared,
+        args.splits,
+        args.model_dir,
+        run_id,
+        plots_dir=args.plots,
+        metrics_path=args.metrics,
+        reference_dir=args.reference_dir,
     )
     headline = {
         key: {m: doc["layouts"][key].get(m) for m in ("trustworthiness", "knn_accuracy")}

@@ -97,7 +97,7 @@ class ExplainParams(_Closed):
         description="Attributes task: attributes explained with signed (+/-) targets.",
     )
     scorecam_images: int = Field(
-        2, ge=1, le=32, description="ScoreCAM (one forward pass per channel) on this many probes."
+        1, ge=1, le=32, description="ScoreCAM (one forward pass per channel) on this many probes."
     )
     randomize: tuple[_Randomize, ...] = Field(
         ("auto",),

@@ -61,7 +61,7 @@ def test_unknown_top_level_section_fails() -> None:
 
 
 def test_missing_file_names_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.yaml"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_params(tmp_path / "nope.yaml")
 
 

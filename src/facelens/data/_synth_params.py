@@ -44,17 +44,19 @@ class SynthParams(BaseModel):
     )
 
     # --- identity --------------------------------------------------------------------------
-    glasses_prob: float = Field(0.2, ge=0.0, le=1.0, description="Share of identities wearing glasses.")
+    glasses_prob: float = Field(
+        0.2, ge=0.0, le=1.0, description="Share of identities wearing glasses."
+    )
 
     # --- nuisance --------------------------------------------------------------------------
     rotation_deg: float = Field(
-        12.0, ge=0.0, le=90.0, description="Max in-plane head rotation (uniform +-, degrees)."
+        15.0, ge=0.0, le=90.0, description="Max in-plane head rotation (uniform +-, degrees)."
     )
     shift: float = Field(
-        0.08, ge=0.0, le=0.5, description="Max face shift, as a fraction of the half image size."
+        0.12, ge=0.0, le=0.5, description="Max face shift, as a fraction of the half image size."
     )
     scale_jitter: float = Field(
-        0.08, ge=0.0, le=0.5, description="Max relative face-scale change (uniform +-)."
+        0.1, ge=0.0, le=0.5, description="Max relative face-scale change (uniform +-)."
     )
     lighting: float = Field(
         0.35, ge=0.0, le=1.0, description="Max strength of the linear lighting gradient."
@@ -83,7 +85,7 @@ class SynthParams(BaseModel):
         0.3, ge=0.0, le=5.0, description="Std of each rater's per-attribute bias (rating units)."
     )
     face_signal: float = Field(
-        0.9,
+        0.95,
         ge=0.0,
         le=1.0,
         description="Share of each latent impression's variance that is a function of the face "

@@ -92,24 +92,24 @@ _CUES: tuple[str, ...] = (
 
 #: cue -> weight per trait (TRAITS order); z-scored cues, so weights are comparable.
 _TRAIT_WEIGHTS: dict[str, tuple[float, float, float, float, float]] = {
-    "valence": (0.85, 0.0, 0.0, 0.0, 0.0),
-    "eye_size": (0.2, 0.0, 0.0, 0.0, 0.0),
-    "roundness": (0.2, 0.0, 0.0, 0.0, 0.0),
-    "fwhr": (-0.25, 0.0, 0.0, 0.0, 0.0),
-    "rest_smile": (0.15, 0.0, 0.0, 0.0, 0.0),
-    "smile": (0.0, 0.3, 0.0, 0.0, 0.0),
-    "asymmetry": (0.0, -0.45, 0.0, 0.0, 0.0),
-    "blemish": (0.0, -0.45, 0.0, 0.0, 0.0),
-    "extremeness": (0.0, -0.4, 0.0, 0.0, 0.5),
-    "hair": (0.0, 0.15, 0.0, 0.0, 0.0),
-    "glasses": (0.0, 0.0, 0.55, 0.0, 0.35),
-    "arousal": (0.0, 0.0, -0.5, 0.0, 0.0),
-    "face_length": (0.0, 0.0, 0.2, 0.0, 0.0),
-    "worry": (0.0, 0.0, 0.0, 0.45, 0.0),
-    "eye_spacing": (0.0, 0.0, 0.0, -0.45, 0.0),
-    "brow_thickness": (0.0, 0.0, 0.0, -0.4, 0.0),
-    "hair_unusual": (0.0, 0.0, 0.0, 0.0, 0.5),
-    "bald": (0.0, 0.0, 0.0, 0.0, 0.3),
+    "valence": (0.9, 0.0, 0.0, 0.0, 0.0),
+    "eye_size": (0.15, 0.0, 0.0, 0.0, 0.0),
+    "roundness": (0.15, 0.0, 0.0, 0.0, 0.0),
+    "fwhr": (-0.2, 0.0, 0.0, 0.0, 0.0),
+    "rest_smile": (0.1, 0.0, 0.0, 0.0, 0.0),
+    "smile": (0.0, 0.5, 0.0, 0.0, 0.0),
+    "blemish": (0.0, -0.5, 0.0, 0.0, 0.0),
+    "hair": (0.0, 0.3, 0.0, 0.0, 0.0),
+    "asymmetry": (0.0, -0.25, 0.0, 0.0, 0.0),
+    "extremeness": (0.0, -0.2, 0.0, 0.0, 0.3),
+    "glasses": (0.0, 0.0, 0.6, 0.0, 0.45),
+    "arousal": (0.0, 0.0, -0.6, 0.0, 0.0),
+    "face_length": (0.0, 0.0, 0.1, 0.0, 0.0),
+    "worry": (0.0, 0.0, 0.0, 0.7, 0.0),
+    "eye_spacing": (0.0, 0.0, 0.0, -0.3, 0.0),
+    "brow_thickness": (0.0, 0.0, 0.0, -0.3, 0.0),
+    "hair_unusual": (0.0, 0.0, 0.0, 0.0, 0.55),
+    "bald": (0.0, 0.0, 0.0, 0.0, 0.45),
 }
 
 # Shape factors for "extremeness" and their sampling ranges (uniform) in sample_identity.
@@ -204,9 +204,7 @@ def _varimax(loadings: np.ndarray, iterations: int = 500, tol: float = 1e-10) ->
     crit = 0.0
     for _ in range(iterations):
         lam = loadings @ rot
-        u, s, vt = np.linalg.svd(
-            loadings.T @ (lam**3 - lam @ np.diag(np.diag(lam.T @ lam)) / p)
-        )
+        u, s, vt = np.linalg.svd(loadings.T @ (lam**3 - lam @ np.diag(np.diag(lam.T @ lam)) / p))
         rot = u @ vt
         crit_old, crit = crit, float(np.sum(s))
         if crit_old and crit / crit_old < 1.0 + tol:
@@ -282,7 +280,9 @@ def split_half_reliability(ratings: np.ndarray, rng: np.random.Generator) -> np.
     """
     n, k, _ = ratings.shape
     if k < 2 or n < 3:
-        raise ValueError(f"need >= 2 raters and >= 3 images for split-half reliability, got {ratings.shape}")
+        raise ValueError(
+            f"need >= 2 raters and >= 3 images for split-half reliability, got {ratings.shape}"
+        )
     perm = rng.permutation(k)
     h1 = ratings[:, perm[: k // 2], :].mean(axis=1)
     h2 = ratings[:, perm[k // 2 :], :].mean(axis=1)

@@ -1,9 +1,9 @@
 """SynthFACS rendering: identity geometry + action units + nuisance -> RGB image and region mask.
 
 Everything is drawn as anti-aliased polygons (OpenCV, 1/16 px fixed point) on a canvas
-``supersample`` times the output size, in a *face frame* (origin between the eyes' row and
-the mouth, y pointing down, the image spanning [-1, 1] before the pose transform). One affine
-map (rotation, scale, shift) takes face-frame points to canvas pixels, and every part is
+``supersample`` times the output size, in a *face frame* (origin at the centre of the face
+oval, just below the eye row; y points down; the image spans about [-1, 1]). One affine map
+(rotation, scale, shift) takes face-frame points to canvas pixels, and every part is
 rasterised twice with the same points: once in colour, once into a part-label map. The label
 map is reduced to the output size by majority vote (a mask pixel carries a region bit when at
 least half its sub-pixels do), so masks are aligned with the drawn pixels by construction.
@@ -54,9 +54,38 @@ _LUT[_BROWS] = REGION_BITS["face"] | REGION_BITS["brows"]
 _LUT[_EYES] = REGION_BITS["face"] | REGION_BITS["eyes"]
 _LUT[_NOSE] = REGION_BITS["face"] | REGION_BITS["nose"]
 _LUT[_MOUTH] = REGION_BITS["face"] | REGION_BITS["mouth"]
-_BIT_VALUES = np.array(list(REGION_BITS.values()), np.uint8)
+_PER_SIDE_PARTS = (
+    "eyes",
+    "irises",
+    "pupils",
+    "lashes",
+    "lower_lids",
+    "creases",
+    "brows",
+    "cheeks",
+    "infraorbital",
+    "glabella",
+    "nasolabial",
+)
 _BASE_SCALE = 1.08  # face-frame unit -> image-frame unit before the pose jitter
 _SHIFT = 4  # fixed-point bits of polygon vertices (1/16 px)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+# Constant sample positions along the parametric curves (read-only).
+_S21 = _frozen(np.linspace(-1.0, 1.0, 21))
+_S25 = _frozen(np.linspace(-1.0, 1.0, 25))
+_T10 = _frozen(np.linspace(0.0, 1.0, 10))
+_T12 = _frozen(np.linspace(0.0, 1.0, 12))
+_T16 = _frozen(np.linspace(0.0, 1.0, 16))
+_T72 = _frozen(np.linspace(0.0, 2.0 * np.pi, 72, endpoint=False))
+_ARC13 = _frozen(np.linspace(0.0, np.pi, 13))
+_XW = _frozen(np.linspace(-0.2, 0.2, 17))
+_XN = _frozen(np.linspace(-0.055, 0.055, 9))
 
 
 @dataclass(frozen=True)
@@ -138,15 +167,21 @@ def _band(x: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
     return np.concatenate([upper, lower])
 
 
+@cache
+def _unit_superellipse(n: int, power: float) -> tuple[np.ndarray, np.ndarray]:
+    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    c, s = np.cos(t), np.sin(t)
+    e = 2.0 / power
+    return _frozen(np.sign(c) * np.abs(c) ** e), _frozen(np.sign(s) * np.abs(s) ** e)
+
+
 def _ellipse(
     cx: float, cy: float, rx: float, ry: float, n: int = 32, angle: float = 0.0, power: float = 2.0
 ) -> np.ndarray:
     """(Super)ellipse polygon, shape (n, 2); ``power`` > 2 gives rounded rectangles."""
-    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
-    c, s = np.cos(t), np.sin(t)
-    e = 2.0 / power
-    x = rx * np.sign(c) * np.abs(c) ** e
-    y = ry * np.sign(s) * np.abs(s) ** e
+    ux, uy = _unit_superellipse(n, power)
+    x = rx * ux
+    y = ry * uy
     if angle:
         ca, sa = math.cos(angle), math.sin(angle)
         x, y = ca * x - sa * y, sa * x + ca * y
@@ -207,9 +242,10 @@ def face_geometry(
         ``lashes``, ``lower_lids``, ``creases``, ``nose``, ``nostrils``, ``mouth`` (outer lip
         contour), ``mouth_inner`` (opening; empty when closed), ``teeth``, ``lip_line``,
         ``mouth_corners`` (one (2, 2) array: left and right corner points), ``cheeks``,
-        ``infraorbital``, ``forehead_wrinkles``, ``glabella``, ``nose_wrinkles``,
-        ``nasolabial``, and the alpha of each soft feature in ``alphas`` (a (k,) array in the
-        order cheeks, infraorbital, forehead_wrinkles, glabella, nose_wrinkles, nasolabial).
+        ``infraorbital``, ``forehead_wrinkles``, ``glabella``, ``nose_tip``, ``nose_wrinkles``,
+        ``nasolabial``; ``alphas`` holds one (6,) array with the opacity of the soft features
+        (cheeks, infraorbital, forehead_wrinkles, glabella, nose_wrinkles, nasolabial) and
+        ``hair_anchor`` one (1, 2) array (resting brow row, eye row) that places the hairline.
     """
     aus = np.asarray(aus, dtype=np.float64)
     if aus.shape != (len(AUS),):
@@ -228,7 +264,7 @@ def face_geometry(
     b_low = b + 0.6 * jaw
 
     # Face outline: elliptical forehead, superelliptic tapered jaw.
-    t = np.linspace(0.0, 2.0 * np.pi, 72, endpoint=False)
+    t = _T72
     c, s = np.cos(t), np.sin(t)
     e = 2.0 / idn.jaw_power
     lower = s > 0
@@ -243,19 +279,22 @@ def face_geometry(
     eu = 0.05 * idn.eye_size * idn.eye_open
     el = 0.032 * idn.eye_size * idn.eye_open
     eu *= max(
-        1.0 + 1.2 * au["AU5"] - 0.35 * au["AU7"] - 0.25 * au["AU6"] - 0.2 * au["AU4"] - 0.15 * au["AU9"],
+        1.0
+        + 1.2 * au["AU5"]
+        - 0.35 * au["AU7"]
+        - 0.25 * au["AU6"]
+        - 0.2 * au["AU4"]
+        - 0.15 * au["AU9"],
         0.25,
     )
     el *= max(1.0 + 0.25 * au["AU5"] - 0.6 * au["AU7"] - 0.7 * au["AU6"] - 0.2 * au["AU9"], 0.2)
 
-    for key in (
-        "eyes irises pupils lashes lower_lids creases brows cheeks infraorbital glabella nasolabial"
-    ).split():
+    for key in _PER_SIDE_PARTS:
         g[key] = []
     brow_rows = []
     for sgn in (-1.0, 1.0):
         cx, cy = sgn * eye_dx, eye_row + sgn * idn.asym_eye
-        sx = np.linspace(-1.0, 1.0, 21)
+        sx = _S21
         x = cx + sx * ew
 
         def top(xx, cx=cx, cy=cy):
@@ -287,7 +326,7 @@ def face_geometry(
         y_in = yb - 0.13 * au["AU1"] + 0.1 * au["AU4"] + 0.04 * au["AU9"]
         y_out = yb - 0.1 * au["AU2"] + 0.02 * au["AU4"] + 0.015 * au["AU1"]
         arch = 0.022 * idn.brow_arch + 0.03 * au["AU2"] - 0.02 * au["AU4"]
-        tb = np.linspace(0.0, 1.0, 16)
+        tb = _T16
         ub = u_in + tb * (u_out - u_in)
         ybc = (1.0 - tb) * y_in + tb * y_out - arch * np.sin(np.pi * tb**0.8)
         width = 0.045 * idn.brow_thickness * (1.1 - 0.5 * tb)
@@ -299,7 +338,7 @@ def face_geometry(
 
     # Forehead wrinkles (AU1/AU2), above the brows.
     yb_mean = float(np.mean(brow_rows))
-    xw = np.linspace(-0.2, 0.2, 17)
+    xw = _XW
     g["forehead_wrinkles"] = [
         _stroke(xw, yb_mean - 0.08 - 0.032 * k - 0.015 * (1.0 - (xw / 0.2) ** 2), 0.009)
         for k in range(3)
@@ -310,10 +349,10 @@ def face_geometry(
     y_nose_rest = eye_row + 0.26 * idn.nose_length
     y_n = y_nose_rest - 0.02 * au["AU9"] - 0.008 * au["AU10"]
     wn = 0.07 * idn.nose_width * (1.0 + 0.2 * au["AU9"])
-    tn = np.linspace(0.0, 1.0, 10)
+    tn = _T10
     side_x = 0.03 + (wn - 0.03) * tn**2.5
     side_y = y_top + (y_n - y_top) * tn
-    arc_t = np.linspace(0.0, np.pi, 13)
+    arc_t = _ARC13
     arc = np.stack([wn * np.cos(arc_t), y_n + 0.035 * np.sin(arc_t)], axis=1)
     g["nose"] = [
         np.concatenate(
@@ -329,9 +368,11 @@ def face_geometry(
         for sgn in (-1.0, 1.0)
     ]
     g["nose_tip"] = [_ellipse(0.0, y_n - 0.005, wn * 0.45, 0.028, n=20)]
-    xn = np.linspace(-0.055, 0.055, 9)
+    xn = _XN
     g["nose_wrinkles"] = [
-        _stroke(xn, np.full_like(xn, y_top + 0.035 + 0.022 * k) - 0.006 * (1 - (xn / 0.055) ** 2), 0.009)
+        _stroke(
+            xn, np.full_like(xn, y_top + 0.035 + 0.022 * k) - 0.006 * (1 - (xn / 0.055) ** 2), 0.009
+        )
         for k in range(3)
     ]
 
@@ -353,15 +394,23 @@ def face_geometry(
         + 0.015 * au["AU16"]
         + idn.rest_curve
     )
-    sm = np.linspace(-1.0, 1.0, 25)
+    sm = _S25
     xm = idn.asym_mouth + sm * mw
     yj = y_m + corner * sm**2
     prof = np.clip(1.0 - np.abs(sm) ** (2.0 + 8.0 * au["AU20"]), 0.0, 1.0) ** 0.5
     raise_upper = 0.03 * au["AU10"] + 0.012 * au["AU9"]
     yui = yj - (0.25 * opening + raise_upper) * prof
     yli = yj + (0.75 * opening + 0.01 * au["AU16"]) * prof
-    tu = 0.026 * idn.lip_thickness * max(1 - 0.7 * au["AU23"] - 0.3 * au["AU12"] - 0.2 * au["AU20"], 0.2)
-    tl = 0.036 * idn.lip_thickness * max(1 - 0.7 * au["AU23"] - 0.25 * au["AU12"] - 0.2 * au["AU20"], 0.2)
+    tu = (
+        0.026
+        * idn.lip_thickness
+        * max(1 - 0.7 * au["AU23"] - 0.3 * au["AU12"] - 0.2 * au["AU20"], 0.2)
+    )
+    tl = (
+        0.036
+        * idn.lip_thickness
+        * max(1 - 0.7 * au["AU23"] - 0.25 * au["AU12"] - 0.2 * au["AU20"], 0.2)
+    )
     yuo = yui - tu * (1.0 - sm**2) ** 0.4
     ylo = yli + tl * (1.0 - sm**2) ** 0.5
     g["mouth"] = [_band(xm, yuo, ylo)]
@@ -383,7 +432,7 @@ def face_geometry(
         p0 = np.array([sgn * (wn + 0.012), y_n - 0.015])
         p2 = np.array([idn.asym_mouth + sgn * (mw + 0.025), y_m + 0.035 + 0.5 * corner])
         p1 = np.array([sgn * (mw + 0.05 + 0.02 * au["AU12"]), (p0[1] + p2[1]) / 2.0])
-        tq = np.linspace(0.0, 1.0, 12)[:, None]
+        tq = _T12[:, None]
         curve = (1 - tq) ** 2 * p0 + 2 * (1 - tq) * tq * p1 + tq**2 * p2
         g["nasolabial"].append(_stroke(curve[:, 0], curve[:, 1], 0.011))
 
@@ -461,16 +510,18 @@ class _Canvas:
         if label is not None:
             cv2.fillPoly(self.label, fixed, label, lineType=cv2.LINE_8, shift=_SHIFT)
 
-    def blend(self, polys: list[np.ndarray], colour: Colour, alpha: float, frame: str = "face") -> None:
+    def blend(
+        self, polys: list[np.ndarray], colour: Colour, alpha: float, frame: str = "face"
+    ) -> None:
         """Alpha-blend filled polygons over the canvas (labels unchanged)."""
         if alpha <= 0.004 or not polys:
             return
         px = [self._px(p, frame) for p in polys]
         allp = np.concatenate(px)
-        x0 = max(int(math.floor(allp[:, 0].min())) - 1, 0)
-        y0 = max(int(math.floor(allp[:, 1].min())) - 1, 0)
-        x1 = min(int(math.ceil(allp[:, 0].max())) + 2, self.size)
-        y1 = min(int(math.ceil(allp[:, 1].max())) + 2, self.size)
+        x0 = max(math.floor(allp[:, 0].min()) - 1, 0)
+        y0 = max(math.floor(allp[:, 1].min()) - 1, 0)
+        x1 = min(math.ceil(allp[:, 0].max()) + 2, self.size)
+        y1 = min(math.ceil(allp[:, 1].max()) + 2, self.size)
         if x1 <= x0 or y1 <= y0:
             return
         cover = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -594,7 +645,9 @@ def render_face(
         _BODY,
     )
     _draw_back_hair(cv, idn, long_pass=True)
-    cv.fill([np.array([[-0.2, 0.3], [0.2, 0.3], [0.23, 1.4], [-0.23, 1.4]])], _scaled(skin, 0.8), _BODY)
+    cv.fill(
+        [np.array([[-0.2, 0.3], [0.2, 0.3], [0.23, 1.4], [-0.23, 1.4]])], _scaled(skin, 0.8), _BODY
+    )
     cv.fill(
         [
             np.array(
@@ -619,11 +672,15 @@ def render_face(
     cv.fill(geo["face"], skin, _FACE)
     if idn.spots:
         cv.blend(
-            [_ellipse(x, y, r, r * 0.85, n=10) for x, y, r in idn.spots], _scaled(skin, 0.72), 0.8
+            [_ellipse(x, y, r, r * 0.85, n=12) for x, y, r in idn.spots], _scaled(skin, 0.62), 0.85
         )
     blush = _scaled(skin, (1.06, 0.84, 0.84))
     cv.blend(geo["cheeks"], blush, float(alphas[0]) * 0.6)
-    cv.blend([_ellipse(*p.mean(0), 0.06, 0.04, n=20) for p in geo["cheeks"]], blush, float(alphas[0]) * 0.6)
+    cv.blend(
+        [_ellipse(*p.mean(0), 0.06, 0.04, n=20) for p in geo["cheeks"]],
+        blush,
+        float(alphas[0]) * 0.6,
+    )
     line = _scaled(skin, 0.55)
     cv.blend(geo["infraorbital"], line, float(alphas[1]))
     cv.blend(geo["forehead_wrinkles"], line, float(alphas[2]))
@@ -687,16 +744,15 @@ def render_face(
         cx, cy, rx, ry, angle, r, gg, bb = nuisance.occluder
         cv.fill([_ellipse(cx, cy, rx, ry, n=24, angle=angle)], (r, gg, bb), _OCCLUDER, "image")
 
-    # Photometric nuisance at canvas resolution, then box-downsample.
-    img = cv.img.astype(np.float32) * np.float32(1.0 / 255.0)
-    gx, gy = _light_grid(big)
-    ls, la = nuisance.light_strength, nuisance.light_angle
-    gain = 1.0 + np.float32(ls * math.cos(la)) * gx + np.float32(ls * math.sin(la)) * gy
-    gain = gain * np.float32(nuisance.exposure)
-    img *= gain[..., None]
-    img *= np.asarray(nuisance.cast, np.float32)
+    # Box-downsample, then the (smooth) photometric nuisance at output resolution.
+    img = cv.img.astype(np.float32)
     if supersample > 1:
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    gx, gy = _light_grid(size)
+    ls, la = nuisance.light_strength, nuisance.light_angle
+    gain = 1.0 + np.float32(ls * math.cos(la)) * gx + np.float32(ls * math.sin(la)) * gy
+    gain *= np.float32(nuisance.exposure / 255.0)
+    img *= gain[..., None] * np.asarray(nuisance.cast, np.float32)
     if nuisance.blur_sigma > 0:
         img = cv2.GaussianBlur(img, (0, 0), sigmaX=nuisance.blur_sigma)
     if nuisance.noise_std > 0:
@@ -706,11 +762,20 @@ def render_face(
 
     bits = _LUT[cv.label]
     if supersample > 1:
-        # Majority vote per region bit over each supersample x supersample block.
-        planes = (bits[..., None] & _BIT_VALUES) > 0  # (S, S, 5)
-        votes = planes.reshape(size, supersample, size, supersample, -1).sum(axis=(1, 3))
-        need = (supersample * supersample + 1) // 2
-        mask = ((votes >= need) * _BIT_VALUES).sum(axis=2).astype(np.uint8)
+        # Majority vote per region bit over each supersample x supersample block: the
+        # sub-pixel grids bits[i::k, j::k] are (size, size) views, one per block position.
+        subs = [
+            bits[i::supersample, j::supersample]
+            for i in range(supersample)
+            for j in range(supersample)
+        ]
+        need = (len(subs) + 1) // 2
+        mask = np.zeros((size, size), np.uint8)
+        for bit in REGION_BITS.values():
+            votes = np.zeros((size, size), np.uint8)
+            for sub in subs:
+                votes += (sub & bit) > 0
+            mask |= (votes >= need).view(np.uint8) * np.uint8(bit)
     else:
         mask = bits
     return image, mask

@@ -43,7 +43,14 @@ from facelens.data._synth_ratings import (
     rate,
     split_half_reliability,
 )
-from facelens.data._synth_render import AUS, Identity, Nuisance, face_geometry, render_face
+from facelens.data._synth_render import (
+    AUS,
+    Colour,
+    Identity,
+    Nuisance,
+    face_geometry,
+    render_face,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -109,7 +116,7 @@ _HAIR_UNUSUAL = (
 )
 _IRIS = ((70.0, 45.0, 30.0), (40.0, 28.0, 20.0), (70.0, 110.0, 160.0), (80.0, 120.0, 80.0))
 _HAIR_STYLES = (0, 1, 2, 3)
-_HAIR_STYLE_P = (0.08, 0.37, 0.35, 0.2)
+_HAIR_STYLE_CDF = np.cumsum((0.08, 0.37, 0.35, 0.2))[:-1]  # bald, short, long, fringe
 
 
 @dataclass(frozen=True)
@@ -170,71 +177,84 @@ def sample_identity(rng: np.random.Generator, params: SynthParams | None = None)
         A frozen :class:`Identity`.
     """
     params = params or SynthParams()
-    u = rng.uniform
-    tone = float(u(0.0, 1.0))
+    # One vector of uniforms, consumed in a fixed order (fast and reproducible).
+    draws = iter(rng.random(40).tolist())
+
+    def u(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * next(draws)
+
+    def pick(options: Sequence[Colour]) -> Colour:
+        return options[min(int(next(draws) * len(options)), len(options) - 1)]
+
+    jitter = rng.normal(0.0, 6.0, 3)
+    blemish = float(rng.beta(1.3, 3.0))
+    asymmetry = float(rng.beta(1.2, 3.0))
+    spot_draws = rng.random((12, 3))
+    colours = rng.random((2, 3))
+
+    tone = u(0.0, 1.0)
     pos = tone * (len(_SKIN_PALETTE) - 1)
     i0 = min(int(pos), len(_SKIN_PALETTE) - 2)
-    skin = _SKIN_PALETTE[i0] + (pos - i0) * (_SKIN_PALETTE[i0 + 1] - _SKIN_PALETTE[i0])
-    skin = skin + rng.normal(0.0, 6.0, 3)
-    blemish = float(rng.beta(1.3, 3.0))
-    n_spots = int(round(blemish * 12))
-    spot_xy = rng.uniform((-0.4, -0.45), (0.4, 0.55), (12, 2))
-    spot_r = rng.uniform(0.012, 0.022, 12)
+    skin = _SKIN_PALETTE[i0] + (pos - i0) * (_SKIN_PALETTE[i0 + 1] - _SKIN_PALETTE[i0]) + jitter
+    n_spots = round(blemish * 12)
     spots = tuple(
-        (float(spot_xy[k, 0]), float(spot_xy[k, 1]), float(spot_r[k])) for k in range(n_spots)
+        (-0.4 + 0.8 * x, -0.45 + 1.0 * y, 0.018 + 0.012 * r)
+        for x, y, r in spot_draws[:n_spots].tolist()
     )
-    unusual = bool(rng.random() < 0.07)
-    natural = _HAIR_NATURAL[int(rng.integers(len(_HAIR_NATURAL)))]
-    odd = _HAIR_UNUSUAL[int(rng.integers(len(_HAIR_UNUSUAL)))]
-    hair = np.asarray(odd if unusual else natural) * rng.uniform(0.85, 1.15)
-    lip_mix = float(u(0.4, 0.6))
+    unusual = next(draws) < 0.07
+    natural, odd = pick(_HAIR_NATURAL), pick(_HAIR_UNUSUAL)
+    hair = np.asarray(odd if unusual else natural) * u(0.85, 1.15)
+    lip_mix = u(0.4, 0.6)
     lips = (1.0 - lip_mix) * 0.7 * skin + lip_mix * np.array([170.0, 60.0, 70.0])
-    asymmetry = float(rng.beta(1.2, 3.0))
-    signs = rng.choice((-1.0, 1.0), 3)
-    glasses = bool(rng.random() < params.glasses_prob)
-    glasses_colour = rng.uniform(10.0, 120.0, 3) if rng.random() < 0.7 else rng.uniform(0, 255, 3)
+    signs = [1.0 if next(draws) < 0.5 else -1.0 for _ in range(3)]
+    glasses = next(draws) < params.glasses_prob
+    dark_frame = next(draws) < 0.7
+    glasses_colour = 10.0 + 110.0 * colours[0] if dark_frame else 255.0 * colours[0]
+    style = int(np.searchsorted(_HAIR_STYLE_CDF, next(draws), side="right"))
     return Identity(
-        face_width=float(u(0.5, 0.6)),
-        face_height=float(u(0.68, 0.78)),
-        jaw_power=float(u(2.0, 3.2)),
-        chin_taper=float(u(0.05, 0.3)),
+        face_width=u(0.5, 0.6),
+        face_height=u(0.68, 0.78),
+        jaw_power=u(2.0, 3.2),
+        chin_taper=u(0.05, 0.3),
         skin_tone=tone,
         skin=_colour(skin),
         blemish=blemish,
         spots=spots,
-        eye_size=float(u(0.85, 1.2)),
-        eye_spacing=float(u(0.9, 1.12)),
-        eye_y=float(u(-0.03, 0.03)),
-        eye_open=float(u(0.8, 1.2)),
-        iris=_IRIS[int(rng.integers(len(_IRIS)))],
-        brow_height=float(u(0.85, 1.15)),
-        brow_thickness=float(u(0.7, 1.4)),
-        brow_arch=float(u(0.0, 1.2)),
-        nose_length=float(u(0.85, 1.15)),
-        nose_width=float(u(0.8, 1.3)),
-        mouth_width=float(u(0.85, 1.15)),
-        lip_thickness=float(u(0.7, 1.3)),
-        philtrum=float(u(0.85, 1.15)),
-        rest_curve=float(u(-0.008, 0.008)),
+        eye_size=u(0.85, 1.2),
+        eye_spacing=u(0.9, 1.12),
+        eye_y=u(-0.03, 0.03),
+        eye_open=u(0.8, 1.2),
+        iris=pick(_IRIS),
+        brow_height=u(0.85, 1.15),
+        brow_thickness=u(0.7, 1.4),
+        brow_arch=u(0.0, 1.2),
+        nose_length=u(0.85, 1.15),
+        nose_width=u(0.8, 1.3),
+        mouth_width=u(0.85, 1.15),
+        lip_thickness=u(0.7, 1.3),
+        philtrum=u(0.85, 1.15),
+        rest_curve=u(-0.008, 0.008),
         lips=_colour(lips),
-        hair_style=int(rng.choice(_HAIR_STYLES, p=_HAIR_STYLE_P)),
+        hair_style=_HAIR_STYLES[min(style, len(_HAIR_STYLES) - 1)],
         hair=_colour(hair),
         hair_unusual=unusual,
-        hair_volume=float(u(0.0, 0.1)),
-        hair_length=float(u(0.2, 1.0)),
+        hair_volume=u(0.0, 0.1),
+        hair_length=u(0.2, 1.0),
         glasses=glasses,
         glasses_colour=_colour(glasses_colour),
-        glasses_round=bool(rng.random() < 0.5),
+        glasses_round=next(draws) < 0.5,
         asymmetry=asymmetry,
-        asym_eye=float(signs[0] * asymmetry * 0.018),
-        asym_brow=float(signs[1] * asymmetry * 0.025),
-        asym_mouth=float(signs[2] * asymmetry * 0.025),
-        ear_size=float(u(0.8, 1.2)),
-        clothes=_colour(rng.uniform(20.0, 235.0, 3)),
+        asym_eye=signs[0] * asymmetry * 0.018,
+        asym_brow=signs[1] * asymmetry * 0.025,
+        asym_mouth=signs[2] * asymmetry * 0.025,
+        ear_size=u(0.8, 1.2),
+        clothes=_colour(20.0 + 215.0 * colours[1]),
     )
 
 
-def sample_aus(label: int, rng: np.random.Generator, params: SynthParams | None = None) -> np.ndarray:
+def sample_aus(
+    label: int, rng: np.random.Generator, params: SynthParams | None = None
+) -> np.ndarray:
     """Draw the action units of one expression.
 
     Args:
@@ -344,9 +364,24 @@ def _label_plan(n_identities: int, per_identity: int, rng: np.random.Generator) 
     )
 
 
-@cache
+# Params that shape the distribution of rating cues (the reference sample depends on these only).
+_CUE_FIELDS = (
+    "intensity_range",
+    "weak_fraction",
+    "weak_range",
+    "spurious_prob",
+    "spurious_max",
+    "glasses_prob",
+)
+
+
 def _reference_cues(params: SynthParams) -> np.ndarray:
-    """Rating cues of a fixed reference sample drawn with ``params`` (standardisation)."""
+    """Rating cues of a fixed reference sample drawn like ``params`` (standardisation)."""
+    return _reference_cues_cached(SynthParams(**{k: getattr(params, k) for k in _CUE_FIELDS}))
+
+
+@cache
+def _reference_cues_cached(params: SynthParams) -> np.ndarray:
     rng = np.random.default_rng(_REF_SEED)
     labels = rng.integers(len(EXPRESSIONS), size=_REF_SIZE)
     identities = [sample_identity(rng, params) for _ in range(_REF_SIZE)]

@@ -122,9 +122,17 @@ class Explanations:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        """Numeric leaves of the summary as MLflow metrics, prefixed ``explain.``."""
+        """Numeric leaves of the summary as MLflow metrics, prefixed ``explain.``.
+
+        Per-class localization and the ``meta`` block stay in ``faithfulness.json`` only, so
+        the run's metric list holds one set of numbers per method (plus ``explain.headline.*``).
+        """
         flat = summary_metrics(self.summary, prefix="explain.")
-        return {metric_key(k): v for k, v in flat.items()}
+        return {
+            metric_key(k): v
+            for k, v in flat.items()
+            if ".per_class." not in k and not k.startswith("explain.meta.")
+        }
 
 
 def select_probes(rows: pd.DataFrame, task: str, params: ExplainParams) -> pd.DataFrame:
@@ -151,6 +159,23 @@ def select_probes(rows: pd.DataFrame, task: str, params: ExplainParams) -> pd.Da
     return probe_set(rows[labelled], params.per_class, params.seed)
 
 
+_Target = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to explain on the probes: targets, their order and how to describe them."""
+
+    targets: dict[str, list[_Target]]  # label -> one target per probe; the first is primary
+    scored: list[_Target]  # deletion scores (class probabilities for the expression task)
+    explained_class: np.ndarray | None  # (N,) class index per probe (expression task)
+    order: list[int]  # probe indices, first probe of each class first
+    n_compare: int  # method-comparison figures (one per class)
+    captions: list[str]  # one per probe, for figure titles
+    notes: list[str]
+    values: dict[str, np.ndarray] | None = None  # target label -> (N,) predicted rating
+
+
 def _round_robin(labels: np.ndarray) -> list[int]:
     """Indices ordered first probe of each class, then second of each class, ..."""
     groups: dict[int, list[int]] = {}
@@ -163,28 +188,110 @@ def _round_robin(labels: np.ndarray) -> list[int]:
     return order
 
 
-def _class_targets(
-    target: str,
-    outputs: torch.Tensor,
-    labels: np.ndarray,
-    names: Sequence[str],
-    *,
-    softmax: bool,
-) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-    if target in ("predicted", "true"):
-        return make_targets(target, outputs, labels, names, softmax=softmax)
-    return make_targets("class", outputs, labels, names, name=target, softmax=softmax)
+def _expression_plan(
+    params: ExplainParams, outputs: torch.Tensor, labels: np.ndarray, names: Sequence[str]
+) -> _Plan:
+    if params.target in ("predicted", "true"):
+        kind, name = params.target, None
+    else:
+        kind, name = "class", params.target
+    if params.target == "predicted":
+        explained = outputs.argmax(dim=1).numpy().astype(np.int64)
+    elif params.target == "true":
+        explained = np.asarray(labels, dtype=np.int64)
+    else:
+        explained = np.full(len(outputs), list(names).index(params.target), dtype=np.int64)
+    probs = torch.softmax(outputs, dim=1).numpy()
+    preds = probs.argmax(axis=1)
+    captions = [
+        f"true {names[t] if t >= 0 else '?'}, pred {names[p]} ({probs[i, p]:.2f})"
+        for i, (t, p) in enumerate(zip(labels, preds, strict=True))
+    ]
+    return _Plan(
+        targets={params.target: make_targets(kind, outputs, labels, names, name)},
+        scored=make_targets(kind, outputs, labels, names, name, softmax=True),
+        explained_class=explained,
+        order=_round_robin(labels),
+        n_compare=len(set(labels.tolist())),
+        captions=captions,
+        notes=[],
+    )
 
 
-def _class_indices(
-    target: str, outputs: torch.Tensor, labels: np.ndarray, names: Sequence[str]
-) -> np.ndarray:
-    """The class each image is explained for (as :func:`_class_targets` chooses it)."""
-    if target == "predicted":
-        return outputs.argmax(dim=1).numpy().astype(np.int64)
-    if target == "true":
-        return np.asarray(labels, dtype=np.int64)
-    return np.full(len(outputs), list(names).index(target), dtype=np.int64)
+def _attribute_plan(
+    params: ExplainParams, outputs: torch.Tensor, names: Sequence[str], meta: ModelMeta
+) -> _Plan:
+    targets = {
+        f"{a} {'+' if sign > 0 else '-'}": make_targets("attribute", outputs, None, names, a, sign)
+        for a in params.attributes
+        for sign in (1, -1)
+    }
+    primary = next(iter(targets))
+    mean = np.asarray(meta.target_mean or [0.0] * len(names), dtype=np.float64)
+    std = np.asarray(meta.target_std or [1.0] * len(names), dtype=np.float64)
+    scores = outputs.numpy() * std + mean  # (N, A) on the rating scale
+    shown = [names.index(a) for a in params.attributes]
+    captions = [
+        ", ".join(f"{names[j]} {scores[i, j]:.1f}" for j in shown) for i in range(len(outputs))
+    ]
+    n = len(outputs)
+    values = {label: scores[:, names.index(label.split(" ")[0])] for label in targets}
+    return _Plan(
+        targets=targets,
+        values=values,
+        scored=targets[primary],
+        explained_class=None,
+        order=list(range(n)),
+        n_compare=min(4, n),
+        captions=captions,
+        notes=[
+            f"attributes task: sanity and deletion use the target {primary!r}; localization "
+            "is defined for expression classes only."
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class _MethodMaps:
+    """One method's maps on the probes ``idx``."""
+
+    idx: list[int]
+    cams: dict[str, np.ndarray]  # target label -> (n, H, W) in [0, 1]; first = primary
+    raw: np.ndarray  # (n, H, W) primary target, unnormalised
+    random_cams: np.ndarray  # (n, H, W) primary target on the randomised model
+    random_raw: np.ndarray
+
+    @property
+    def primary(self) -> np.ndarray:
+        return next(iter(self.cams.values()))
+
+
+def _method_maps(
+    method: str,
+    model: FaceVGG,
+    random_model: FaceVGG,
+    x: torch.Tensor,
+    plan: _Plan,
+    params: ExplainParams,
+) -> _MethodMaps:
+    """CAMs of one method for every target, plus the primary target on the randomised copy."""
+    # ScoreCAM needs one forward pass per layer channel: a few probes, primary target only.
+    slow = method == "scorecam"
+    idx = sorted(plan.order[: params.scorecam_images]) if slow else list(range(len(x)))
+    targets = dict(list(plan.targets.items())[:1]) if slow else plan.targets
+    kw = {"method": method, "batch_size": params.batch_size}
+    layer = model.gradcam_layers()[params.layer]
+    cams: dict[str, np.ndarray] = {}
+    raw = None
+    for label, target_list in targets.items():
+        batch = compute_cam_batch(model, layer, x[idx], _take(target_list, idx), **kw)
+        cams[label] = batch.cams
+        raw = batch.raw if raw is None else raw
+    primary = next(iter(plan.targets.values()))
+    random_layer = random_model.gradcam_layers()[params.layer]
+    rand = compute_cam_batch(random_model, random_layer, x[idx], _take(primary, idx), **kw)
+    assert raw is not None  # targets is never empty
+    return _MethodMaps(idx=idx, cams=cams, raw=raw, random_cams=rand.cams, random_raw=rand.raw)
 
 
 def _take(items: Sequence[Any], idx: Sequence[int]) -> list[Any]:
@@ -196,21 +303,106 @@ def _hwc(images: torch.Tensor) -> np.ndarray:
     return images.permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def _method_outputs(
+    method: str,
+    maps: _MethodMaps,
+    plan: _Plan,
+    probes: FaceDataset,
+    outputs: torch.Tensor,
+    names: Sequence[str],
+    params: ExplainParams,
+    random_names: Sequence[str],
+    rhos: Sequence[float],
+) -> tuple[dict[str, Figure], dict[str, np.ndarray]]:
+    """The grid and sanity figures and the ``cams_<method>.npz`` arrays of one method."""
+    idx = maps.idx
+    shown = _hwc(probes.images)
+    labels = np.asarray(probes.labels)
+    arrays: dict[str, np.ndarray] = {
+        "ids": np.asarray(_take(probes.ids, idx)),
+        "targets": np.asarray(list(maps.cams)),
+        "raw": maps.raw.astype(np.float32),
+    }
+    if plan.explained_class is not None:
+        probs = torch.softmax(outputs, dim=1).numpy()[idx]
+        preds = probs.argmax(axis=1)
+        arrays["cams"] = maps.primary.astype(np.float16)  # (n, H, W)
+        arrays["target_index"] = plan.explained_class[idx]
+        arrays["target_name"] = np.asarray([names[i] for i in plan.explained_class[idx]])
+        grid = cam_grid(
+            shown[idx],
+            maps.primary,
+            [int(v) if v >= 0 else None for v in labels[idx]],
+            [int(p) for p in preds],
+            [float(probs[i, p]) for i, p in enumerate(preds)],
+            names,
+            title=f"{method} @ {params.layer}, target: {params.target}",
+        )
+    else:
+        arrays["cams"] = np.stack(list(maps.cams.values())).astype(np.float16)  # (T, n, H, W)
+        grid = attribute_grid(
+            shown[idx],
+            maps.cams,
+            {k: v[idx].tolist() for k, v in (plan.values or {}).items() if k in maps.cams},
+            title=f"{method} @ {params.layer}: signed attribute targets",
+        )
+    chosen = set(idx)
+    rows = sorted([i for i in plan.order if i in chosen][:_MAX_SANITY_ROWS])
+    pos = [idx.index(i) for i in rows]
+    sanity = sanity_figure(
+        shown[rows],
+        maps.primary[pos],
+        maps.random_cams[pos],
+        [rhos[p] for p in pos],
+        title=f"{method}: trained vs randomised ({', '.join(random_names)})",
+    )
+    slug = method_slug(method)
+    return {f"cam_grid_{slug}.png": grid, f"sanity_{slug}.png": sanity}, arrays
+
+
+def _comparison_figures(
+    all_maps: Mapping[str, _MethodMaps], plan: _Plan, probes: FaceDataset, params: ExplainParams
+) -> dict[str, Figure]:
+    """Per-class grids (every method on a class's probes) and per-image method comparisons."""
+    shown = _hwc(probes.images)
+    labels = np.asarray(probes.labels)
+    n = len(probes)
+    figures: dict[str, Figure] = {}
+    complete = {m: maps.primary for m, maps in all_maps.items() if len(maps.idx) == n}
+    if plan.explained_class is not None and complete:
+        for c in sorted({int(v) for v in labels if v >= 0}):
+            sel = np.flatnonzero(labels == c)
+            name = probes.target_names[c]
+            figures[f"class_{name}.png"] = attribute_grid(
+                shown[sel],
+                {m: cams[sel] for m, cams in complete.items()},
+                title=f"true class {name} — {params.layer}, target: {params.target}",
+            )
+    primary = next(iter(plan.targets))
+    for rank, i in enumerate(plan.order[: plan.n_compare]):
+        cams = {m: maps.primary[maps.idx.index(i)] for m, maps in all_maps.items() if i in maps.idx}
+        figures[f"method_grid_{rank:02d}_{probes.ids[i]}.png"] = method_grid(
+            shown[i],
+            cams,
+            title=f"{probes.ids[i]}: {plan.captions[i]} — {params.layer}, target {primary}",
+        )
+    return figures
+
+
 def _headline(
     method: str,
-    localization: Mapping[str, Any] | None,
+    localization: Mapping[str, Any],
     sanity: Mapping[str, Any],
     deletion: Mapping[str, Any],
 ) -> dict[str, Any]:
     def num(x: Any) -> float | None:
         return float(x) if isinstance(x, (int, float)) and math.isfinite(float(x)) else None
 
+    loc = localization.get(method, {})
     return {
         "method": method,
-        "localization_lift": num((localization or {}).get(method, {}).get("mean_lift")),
-        "localization_lift_in_face": num(
-            (localization or {}).get(method, {}).get("mean_lift_in_face")
-        ),
+        "localization_lift": num(loc.get("mean_lift")),
+        "localization_lift_in_face": num(loc.get("mean_lift_in_face")),
         "sanity_spearman": num(sanity.get(method, {}).get("spearman_mean")),
         "road_combined": num(deletion.get(method, {}).get("road_combined")),
         "confidence_drop": num(deletion.get(method, {}).get("confidence_drop")),
@@ -232,8 +424,9 @@ def explain_probes(
     masks; skipped with a note when the data has none). For the attributes task every
     attribute of ``params.attributes`` is explained with a ``+`` and a ``-`` target and the
     faithfulness checks use the first attribute's ``+`` target. ScoreCAM runs on the first
-    ``params.scorecam_images`` probes (one per class first). The sanity check compares the
-    raw maps of the model and of a copy with :func:`randomized_layers` re-initialised.
+    ``params.scorecam_images`` probes (one per class first), for the primary target only.
+    The sanity check compares the raw maps of the model and of a copy with
+    :func:`randomized_layers` re-initialised (Spearman per image).
 
     The model is left in eval mode with its weights and gradients untouched.
 
@@ -247,179 +440,80 @@ def explain_probes(
     Returns:
         The figures, arrays and summary to write.
     """
-    model.eval()
-    names = list(meta.output_names)
-    task = meta.task
     n = len(probes)
     if n == 0:
         raise ValueError("the probe set is empty; the test split has no usable rows.")
+    names = list(meta.output_names)
+    model.eval()
     tf = make_transform(
         meta.input_size, train=False, augment=0.0, norm_mean=meta.norm_mean, norm_std=meta.norm_std
     )
     x = tf(probes.images)  # (N, 3, S, S) normalised
-    shown = _hwc(probes.images)  # (N, S, S, 3) uint8
     with torch.no_grad():
         outputs = model(x)  # (N, K)
-    layer = model.gradcam_layers()[params.layer]
+    labels = np.asarray(probes.labels)
+    if meta.task == "expression":
+        plan = _expression_plan(params, outputs, labels, names)
+    else:
+        plan = _attribute_plan(params, outputs, names, meta)
+    masks = None if probes.masks is None else probes.masks.numpy()
+    notes = list(plan.notes)
+    if plan.explained_class is not None and masks is None:
+        notes.append("no region masks in the prepared data: localization skipped.")
     random_names = randomized_layers(params)
     random_model = randomized_copy(model, random_names, params.seed)
-    random_layer = random_model.gradcam_layers()[params.layer]
-    labels = np.asarray(probes.labels)
-    notes: list[str] = []
-
-    if task == "expression":
-        explained = _class_targets(params.target, outputs, labels, names, softmax=False)
-        scored = _class_targets(params.target, outputs, labels, names, softmax=True)
-        target_index = _class_indices(params.target, outputs, labels, names)
-        order = _round_robin(labels)
-        n_compare = len(set(labels.tolist()))
-        target_sets = {params.target: explained}
-    else:
-        target_sets = {
-            f"{a} {'+' if s > 0 else '-'}": make_targets("attribute", outputs, None, names, a, s)
-            for a in params.attributes
-            for s in (1, -1)
-        }
-        primary = next(iter(target_sets))
-        explained = target_sets[primary]
-        scored = explained
-        target_index = np.full(n, names.index(params.attributes[0]), dtype=np.int64)
-        order = list(range(n))
-        n_compare = min(4, n)
-        notes.append(
-            f"attributes task: sanity and deletion use the target {primary!r}; localization "
-            "is defined for expression classes only."
-        )
-
-    masks = None if probes.masks is None else probes.masks.numpy()
-    if task == "expression" and masks is None:
-        notes.append("no region masks in the prepared data: localization skipped.")
-    if task == "expression":
-        probs = torch.softmax(outputs, dim=1).numpy()
-        preds = probs.argmax(axis=1)
-        pred_probs = probs[np.arange(n), preds]
-    else:
-        mean = np.asarray(meta.target_mean or [0.0] * len(names), dtype=np.float32)
-        std = np.asarray(meta.target_std or [1.0] * len(names), dtype=np.float32)
-        scores = outputs.numpy() * std + mean  # (N, A) on the rating scale
 
     out = Explanations()
+    all_maps: dict[str, _MethodMaps] = {}
     localization: dict[str, Any] = {}
     sanity: dict[str, Any] = {}
     deletion: dict[str, Any] = {}
-    full_cams: dict[str, np.ndarray] = {}
-    per_image: dict[str, dict[int, np.ndarray]] = {}
-    methods_run: dict[str, list[str]] = {}
     for method in params.methods:
-        slug = method_slug(method)
-        idx = sorted(order[: params.scorecam_images]) if method == "scorecam" else list(range(n))
-        xs = x[idx]
-        kw = {"method": method, "batch_size": params.batch_size}
-        by_target: dict[str, np.ndarray] = {}
-        raw_primary = None
-        cams_primary = None
-        for t_name, t_list in target_sets.items():
-            if method == "scorecam" and t_list is not explained:
-                continue  # ScoreCAM is slow: the primary target only
-            batch = compute_cam_batch(model, layer, xs, _take(t_list, idx), **kw)
-            by_target[t_name] = batch.cams
-            if t_list is explained:
-                raw_primary, cams_primary = batch.raw, batch.cams
-        assert raw_primary is not None and cams_primary is not None
-        methods_run[method] = list(by_target)
-        rand = compute_cam_batch(random_model, random_layer, xs, _take(explained, idx), **kw)
-        sanity[method] = sanity_check(raw_primary, rand.raw, threshold=params.sanity_threshold)
+        maps = _method_maps(method, model, random_model, x, plan, params)
+        all_maps[method] = maps
+        sanity[method] = sanity_check(maps.raw, maps.random_raw, threshold=params.sanity_threshold)
         deletion[method] = deletion_report(
             model,
-            xs,
-            cams_primary,
-            _take(scored, idx),
+            x[maps.idx],
+            maps.primary,
+            _take(plan.scored, maps.idx),
             removal_fractions=params.removal_fractions,
             seed=params.seed,
             road=params.road,
         )
-        if task == "expression" and masks is not None:
+        if plan.explained_class is not None and masks is not None:
             localization[method] = localization_report(
-                cams_primary, masks[idx], target_index[idx], class_names=names
+                maps.primary, masks[maps.idx], plan.explained_class[maps.idx], class_names=names
             )
-        per_image[method] = dict(zip(idx, cams_primary, strict=True))
-        if len(idx) == n:
-            full_cams[method] = cams_primary
-
-        ids = np.asarray([probes.ids[i] for i in idx])
-        if task == "expression":
-            out.arrays[f"cams_{slug}.npz"] = {
-                "ids": ids,
-                "cams": cams_primary.astype(np.float16),
-                "raw": raw_primary.astype(np.float32),
-                "target_index": target_index[idx],
-                "target_name": np.asarray([names[i] for i in target_index[idx]]),
-            }
-            out.figures[f"cam_grid_{slug}.png"] = cam_grid(
-                shown[idx],
-                cams_primary,
-                [int(v) if v >= 0 else None for v in labels[idx]],
-                [int(v) for v in preds[idx]],
-                [float(v) for v in pred_probs[idx]],
-                names,
-                title=f"{method} @ {params.layer}, target: {params.target}",
-            )
-        else:
-            out.arrays[f"cams_{slug}.npz"] = {
-                "ids": ids,
-                "targets": np.asarray(list(by_target)),
-                "cams": np.stack(list(by_target.values())).astype(np.float16),  # (T, N, H, W)
-                "raw": raw_primary.astype(np.float32),
-            }
-            out.figures[f"cam_grid_{slug}.png"] = attribute_grid(
-                shown[idx],
-                by_target,
-                {k: scores[idx, names.index(k.split(" ")[0])].tolist() for k in by_target},
-                title=f"{method} @ {params.layer}: signed attribute targets",
-            )
-        chosen = set(idx)
-        show = sorted([i for i in order if i in chosen][:_MAX_SANITY_ROWS])
-        pos = [idx.index(i) for i in show]
-        norm_rand = rand.cams[pos]
-        out.figures[f"sanity_{slug}.png"] = sanity_figure(
-            shown[show],
-            cams_primary[pos],
-            norm_rand,
-            [sanity[method]["spearman_per_image"][p] for p in pos],
-            title=f"{method}: trained vs randomised ({', '.join(random_names)})",
+        figures, arrays = _method_outputs(
+            method,
+            maps,
+            plan,
+            probes,
+            outputs,
+            names,
+            params,
+            random_names,
+            sanity[method]["spearman_per_image"],
         )
-
-    if task == "expression" and full_cams:
-        for c in sorted({int(v) for v in labels if v >= 0}):
-            sel = np.flatnonzero(labels == c)
-            out.figures[f"class_{names[c]}.png"] = attribute_grid(
-                shown[sel],
-                {m: cams[sel] for m, cams in full_cams.items()},
-                title=f"true class {names[c]} — {params.layer}, target: {params.target}",
-            )
-    for rank, i in enumerate(order[:n_compare]):
-        maps = {m: per_image[m][i] for m in params.methods if i in per_image[m]}
-        if task == "expression":
-            what = f"true {names[labels[i]] if labels[i] >= 0 else '?'}, pred {names[preds[i]]}"
-        else:
-            what = f"target {next(iter(target_sets))}"
-        out.figures[f"method_grid_{rank:02d}_{probes.ids[i]}.png"] = method_grid(
-            shown[i], maps, title=f"{probes.ids[i]}: {what} ({params.layer})"
-        )
+        out.figures.update(figures)
+        out.arrays[f"cams_{method_slug(method)}.npz"] = arrays
+    out.figures.update(_comparison_figures(all_maps, plan, probes, params))
 
     meta_doc: dict[str, Any] = {
-        "task": task,
+        "task": meta.task,
         "layer": params.layer,
-        "target": params.target if task == "expression" else list(target_sets),
+        "target": params.target if plan.explained_class is not None else list(plan.targets),
         "methods": {
-            m: {"targets": t, "n_images": len(per_image[m])} for m, t in methods_run.items()
+            m: {"targets": list(maps.cams), "n_images": len(maps.idx)}
+            for m, maps in all_maps.items()
         },
         "headline_method": params.methods[0],
         "n_probes": n,
         "probe_ids": list(probes.ids),
         "randomized_layers": random_names,
         "sanity_maps": "raw (unclipped, unnormalised) layer maps",
-        "localization_class": "the explained class" if task == "expression" else None,
+        "localization_class": "explained class" if plan.explained_class is not None else None,
         "seed": params.seed,
         "notes": notes,
         **dict(context or {}),
@@ -427,7 +521,7 @@ def explain_probes(
     out.summary = faithfulness_summary(
         localization=localization or None, sanity=sanity, deletion=deletion, meta=meta_doc
     )
-    out.summary["headline"] = _headline(params.methods[0], localization or None, sanity, deletion)
+    out.summary["headline"] = _headline(params.methods[0], localization, sanity, deletion)
     return out
 
 
@@ -503,8 +597,15 @@ def _dataset(rows: pd.DataFrame, prepared_dir: Path, meta: ModelMeta) -> FaceDat
 
 
 def _log_to_run(
-    params: Params, run_id: str, folder: Path, artifact_dir: str, metrics: Mapping[str, float]
+    params: Params,
+    run_id: str,
+    artifact_dir: str,
+    files: Mapping[str, Sequence[Path]],
+    documents: Mapping[str, Mapping[str, Any]],
+    metrics: Mapping[str, float],
 ) -> None:
+    """Log ``metrics``, ``files`` (sub-folder of ``artifact_dir`` -> files) and JSON
+    ``documents`` (file name -> document, stored as ``<artifact_dir>/<name>``) to the run."""
     import mlflow
 
     from facelens.tracking.runs import configure, tracked_run
@@ -512,13 +613,27 @@ def _log_to_run(
     configure(params.tracking.tracking_uri, params.tracking.experiment)
     with tracked_run("train", run_id=run_id):
         items = sorted(metrics.items())
-        for start in range(0, len(items), 500):  # MLflow's batch limit is 1000 metrics
+        for start in range(0, len(items), 500):  # MLflow accepts at most 1000 per batch
             mlflow.log_metrics(dict(items[start : start + 500]))
-        mlflow.log_artifacts(str(folder), artifact_dir)
+        for sub, paths in files.items():
+            target = f"{artifact_dir}/{sub}" if sub else artifact_dir
+            for path in paths:
+                mlflow.log_artifact(str(path), target)
+        for name, doc in documents.items():
+            mlflow.log_dict(dict(doc), f"{artifact_dir}/{name}")
 
 
 def _save_figure(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=_FIG_DPI)
+
+
+def _write_json(doc: Mapping[str, Any], path: Path) -> None:
+    """Write JSON atomically (a reader never sees half a metrics file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
 
 
 def explain_stage(
@@ -527,14 +642,18 @@ def explain_stage(
     splits_dir: Path,
     model_dir: Path,
     run_id: str | None,
-    out_dir: Path,
+    *,
+    figures_dir: Path,
+    maps_dir: Path,
+    metrics_path: Path,
 ) -> dict[str, Any]:
-    """The ``explain`` stage: CAM grids, raw maps and ``faithfulness.json`` of the probe set.
+    """The ``explain`` stage: CAM grids, raw maps and faithfulness checks of the probe set.
 
-    Writes ``out_dir`` atomically (``cam_grid_<method>.png``, ``class_<name>.png``,
-    ``method_grid_*.png``, ``sanity_<method>.png``, ``cams_<method>.npz``,
-    ``faithfulness.json``) and logs the folder to the train run as ``explain/`` with the
-    faithfulness numbers as metrics ``explain.*``.
+    Writes ``figures_dir`` (``cam_grid_<method>.png``, ``class_<name>.png``,
+    ``method_grid_*.png``, ``sanity_<method>.png``) and ``maps_dir`` (``cams_<method>.npz``)
+    atomically, then ``metrics_path`` (``faithfulness.json``). Logs the figures and the JSON to
+    the train run under ``explain/``, the maps under ``explain/maps/``, and the faithfulness
+    numbers as metrics ``explain.*``.
 
     Args:
         params: all params (``explain`` and ``tracking`` are used).
@@ -542,7 +661,9 @@ def explain_stage(
         splits_dir: the split CSVs (``test.csv`` is used).
         model_dir: the exported model.
         run_id: the train run to log to; ``None`` logs nothing.
-        out_dir: ``reports/explain``.
+        figures_dir: e.g. ``reports/explain/figures``.
+        maps_dir: e.g. ``reports/explain/maps``.
+        metrics_path: e.g. ``reports/explain/faithfulness.json``.
 
     Returns:
         The ``faithfulness.json`` document.
@@ -559,16 +680,20 @@ def explain_stage(
         params.explain,
         context={"data_version": data_version, "run_id": run_id},
     )
-    with atomic_output_dir(Path(out_dir)) as tmp:
+    with atomic_output_dir(Path(figures_dir)) as tmp:
         for name, fig in result.figures.items():
             _save_figure(fig, tmp / name)
+    with atomic_output_dir(Path(maps_dir)) as tmp:
         for name, arrays in result.arrays.items():
             np.savez_compressed(tmp / name, **arrays)
-        (tmp / "faithfulness.json").write_text(
-            json.dumps(result.summary, indent=2, allow_nan=False) + "\n"
-        )
+    _write_json(result.summary, Path(metrics_path))
     if run_id is not None:
-        _log_to_run(params, run_id, Path(out_dir), "explain", result.metrics())
+        files = {
+            "": [Path(figures_dir) / n for n in sorted(result.figures)],
+            "maps": [Path(maps_dir) / n for n in sorted(result.arrays)],
+        }
+        docs = {"faithfulness.json": result.summary}
+        _log_to_run(params, run_id, "explain", files, docs, result.metrics())
     return result.summary
 
 
@@ -596,24 +721,43 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _store_reference(reference: Any, previous: Any, path: Path, extra: Mapping[str, str]) -> None:
+    """Save the reference when it is new or gained layouts (atomically)."""
+    from facelens.explain.manifold import ManifoldReference, save_reference
+
+    if previous is not None and set(reference.layouts) == set(previous.layouts):
+        return
+    if previous is None:
+        reference = ManifoldReference(
+            ids=reference.ids, layouts=reference.layouts, meta={**reference.meta, **extra}
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.json")
+    save_reference(reference, tmp)
+    tmp.replace(path)  # a concurrent run never reads half a reference
+
+
 def manifold_stage(
     params: Params,
     prepared_dir: Path,
     splits_dir: Path,
     model_dir: Path,
     run_id: str | None,
-    out_dir: Path,
+    *,
+    plots_dir: Path,
+    metrics_path: Path,
     reference_dir: Path,
 ) -> dict[str, Any]:
-    """The ``manifold`` stage: PCA / t-SNE / UMAP layouts of the test split, their metrics.
+    """The ``manifold`` stage: PCA / t-SNE / UMAP layouts of the test split and their quality.
 
     Embeds a seeded, fixed subset (``manifold.max_points``) of the test split, lays it out
-    with every method, aligns each layout to the reference of the data version (created by
-    the first run, stored as ``reference_dir/<data_version>.json`` outside DVC outputs) and
-    writes ``out_dir`` atomically: ``<embedding>_<method>.png`` (coloured by expression, by
-    ``manifold.colour_attribute`` and by identity), ``manifold.html`` (interactive, with
-    thumbnails), ``layouts.csv`` and ``metrics.json``; then logs the folder to the train run as
-    ``manifold/`` with metrics ``manifold.*``.
+    with every method and aligns each layout to the reference of the data version (written by
+    the first run as ``reference_dir/<data_version>.json``, outside DVC outputs, so later runs
+    and ``dvc exp run`` experiments are Procrustes-aligned to it). Writes ``plots_dir``
+    atomically (``<embedding>_<method>.png`` coloured by expression, by
+    ``manifold.colour_attribute`` and by identity; ``manifold.html``, interactive with
+    thumbnails; ``layouts.csv``) and ``metrics_path``; logs all of it to the train run under
+    ``manifold/`` with metrics ``manifold.<embedding>.<method>.<metric>``.
 
     Args:
         params: all params (``manifold`` and ``tracking`` are used).
@@ -621,19 +765,15 @@ def manifold_stage(
         splits_dir: the split CSVs (``test.csv`` is used).
         model_dir: the exported model.
         run_id: the train run to log to; ``None`` logs nothing.
-        out_dir: ``reports/manifold``.
-        reference_dir: folder of reference layouts (e.g. ``cache/manifold_reference``).
+        plots_dir: e.g. ``reports/manifold/plots``.
+        metrics_path: e.g. ``reports/manifold/metrics.json``.
+        reference_dir: folder of reference layouts, e.g. ``cache/manifold_reference``.
 
     Returns:
         The ``metrics.json`` document.
     """
     from facelens.data.manifest import atomic_output_dir
-    from facelens.explain.manifold import (
-        load_reference,
-        run_manifold_analysis,
-        save_reference,
-        thumbnail_png,
-    )
+    from facelens.explain.manifold import load_reference, run_manifold_analysis, thumbnail_png
 
     mp = params.manifold
     test_rows, model, meta, data_version = _load(prepared_dir, splits_dir, model_dir)
@@ -650,11 +790,10 @@ def manifold_stage(
         )
     if "identity" in rows.columns:
         colour_by["identity"] = rows["identity"].astype(str).to_numpy()
-    shown = _hwc(ds.images)
-    thumbs = [thumbnail_png(img, mp.thumbnail_size) for img in shown]
+    thumbs = [thumbnail_png(img, mp.thumbnail_size) for img in _hwc(ds.images)]
 
     ref_file = reference_path(reference_dir, data_version)
-    reference = load_reference(ref_file) if ref_file.is_file() else None
+    previous = load_reference(ref_file) if ref_file.is_file() else None
     result = run_manifold_analysis(
         feats,
         ds.ids,
@@ -664,22 +803,16 @@ def manifold_stage(
         thumbnails=thumbs,
         methods=mp.methods,
         seed=mp.seed,
-        reference=reference,
+        reference=previous,
         anchors=mp.anchors,
         k=mp.k,
     )
-    if reference is None or set(result.reference.layouts) != set(reference.layouts):
-        ref_file.parent.mkdir(parents=True, exist_ok=True)
-        ref = result.reference
-        if reference is None:
-            ref = type(ref)(
-                ids=ref.ids,
-                layouts=ref.layouts,
-                meta={**ref.meta, "data_version": data_version, "run_id": str(run_id)},
-            )
-        tmp_ref = ref_file.with_name(f".{ref_file.stem}.tmp.json")
-        save_reference(ref, tmp_ref)
-        tmp_ref.replace(ref_file)  # atomic: a concurrent run never reads half a reference
+    _store_reference(
+        result.reference,
+        previous,
+        ref_file,
+        {"data_version": data_version, "run_id": str(run_id), "task": meta.task},
+    )
 
     layouts = pd.DataFrame({"id": ds.ids})
     if has_labels:
@@ -707,14 +840,19 @@ def manifold_stage(
             "layouts": result.metrics,
         }
     )
-    with atomic_output_dir(Path(out_dir)) as tmp:
+    names: list[str] = []
+    with atomic_output_dir(Path(plots_dir)) as tmp:
         for name, fig in result.figures.items():
             _save_figure(fig, tmp / f"{name}.png")
+            names.append(f"{name}.png")
         for name, page in result.html.items():
             (tmp / name).write_text(page, encoding="utf-8")
+            names.append(name)
         layouts.to_csv(tmp / "layouts.csv", index=False)
-        (tmp / "metrics.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        names.append("layouts.csv")
+    _write_json(doc, Path(metrics_path))
     if run_id is not None:
         flat = {metric_key(f"manifold.{k}"): v for k, v in result.flat_metrics().items()}
-        _log_to_run(params, run_id, Path(out_dir), "manifold", flat)
+        files = {"": [Path(plots_dir) / n for n in names]}
+        _log_to_run(params, run_id, "manifold", files, {"metrics.json": doc}, flat)
     return doc

@@ -1,0 +1,407 @@
+"""End to end: the explain / manifold artifacts of a train run, seen in the MLflow UI.
+
+Builds a tiny SynthFACS set and a random model, runs the ``explain`` and ``manifold`` stage
+cores against a train run in a private sqlite store, starts ``mlflow server`` on a free local
+port and drives Debian's headless chromium over the DevTools protocol (a minimal stdlib
+websocket client; no browser download, no extra package): open the run's artifacts page,
+expand ``explain/`` and ``manifold/``, open the Grad-CAM grid and a manifold plot, check that
+the preview images decoded, and save screenshots (to ``$FACELENS_E2E_ARTIFACTS`` when set,
+else the test's tmp dir; the paths are printed).
+
+Skipped only when chromium is missing and ``CI`` is unset; in CI it must run (``.ci/run``
+installs chromium).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+import pytest
+
+from facelens.config import ExplainParams, ManifoldParams, Params
+from facelens.constants import EXPRESSIONS
+from facelens.data.params import DataParams, SplitParams
+from facelens.data.prepare import prepare_dataset
+from facelens.data.split import split_prepared
+from facelens.data.synth import SynthParams
+from facelens.explain.stages import explain_stage, manifold_stage
+from facelens.models.vgg import ModelMeta, ModelParams, build_model, export_model
+from facelens.tracking.runs import configure, tracked_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+SIZE = 32
+WINDOW = (1400, 1000)
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    f"--window-size={WINDOW[0]},{WINDOW[1]}",
+)
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    )
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail("CI is set but /usr/bin/chromium is missing: .ci/run must install chromium")
+    pytest.skip("chromium not installed (apt-get install chromium); CI unset, so skipping")
+
+
+# ----------------------------------------------------------------------- DevTools client
+
+
+class _Cdp:
+    """The Chrome DevTools protocol over a minimal RFC 6455 websocket (text frames only)."""
+
+    def __init__(self, ws_url: str, timeout: float = 60.0) -> None:
+        url = urlparse(ws_url)
+        self._sock = socket.create_connection((url.hostname, url.port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self._sock.sendall(
+            (
+                f"GET {url.path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = self._sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("DevTools websocket closed during the handshake")
+            buf += chunk
+        head, self._pending = buf.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise ConnectionError(f"DevTools websocket handshake refused: {head[:200]!r}")
+        self._next_id = 0
+
+    def _read(self, n: int) -> bytes:
+        while len(self._pending) < n:
+            chunk = self._sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("DevTools websocket closed")
+            self._pending += chunk
+        out, self._pending = self._pending[:n], self._pending[n:]
+        return out
+
+    def _send(self, text: str) -> None:
+        data = text.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        if n < 126:
+            header = struct.pack("!BB", 0x81, 0x80 | n)
+        elif n < 1 << 16:
+            header = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self._sock.sendall(header + mask + body)
+
+    def _message(self) -> dict[str, Any]:
+        parts: list[bytes] = []
+        while True:
+            b1, b2 = self._read(2)
+            n = b2 & 0x7F
+            if n == 126:
+                (n,) = struct.unpack("!H", self._read(2))
+            elif n == 127:
+                (n,) = struct.unpack("!Q", self._read(8))
+            mask = self._read(4) if b2 & 0x80 else b""
+            payload = self._read(n)
+            if mask:
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            opcode = b1 & 0x0F
+            if opcode == 0x8:
+                raise ConnectionError("the browser closed the DevTools websocket")
+            if opcode in (0x9, 0xA):  # ping / pong
+                continue
+            parts.append(payload)
+            if b1 & 0x80:  # FIN
+                return json.loads(b"".join(parts))
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self._next_id += 1
+        my_id = self._next_id
+        self._send(json.dumps({"id": my_id, "method": method, "params": params}))
+        while True:  # skip events until our answer
+            msg = self._message()
+            if msg.get("id") == my_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method} failed: {msg['error']}")
+                return msg.get("result", {})
+
+    def js(self, expression: str) -> Any:
+        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"JS error in {expression!r}: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    def wait_for(self, expression: str, what: str, timeout: float = 90.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.5)
+        text = self.js("document.body ? document.body.innerText.slice(0, 1500) : '<no body>'")
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; page:\n{text}")
+
+    def screenshot(self, path: Path) -> Path:
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+# ------------------------------------------------------------------------- processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, and its children (uvicorn workers)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+
+@pytest.fixture
+def tracked_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A train run whose ``explain/`` and ``manifold/`` artifacts come from the stage cores."""
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    configure(None, "facelens", artifact_location=str(tmp_path / "artifacts"))
+    prepared, splits = tmp_path / "prepared", tmp_path / "splits"
+    prepare_dataset(DataParams(image_size=SIZE, synth=SynthParams(n_identities=6)), prepared)
+    split_prepared(prepared, splits, SplitParams(val_fraction=0.2, test_fraction=0.4))
+    model, source = build_model(ModelParams(input_size=SIZE, weights="none"), num_outputs=7)
+    meta = ModelMeta(
+        task="expression",
+        arch=model.arch,
+        num_outputs=7,
+        output_names=tuple(EXPRESSIONS),
+        input_size=SIZE,
+        head=model.head,
+        dropout=model.dropout,
+        weights_source=source,
+        norm_mean=(0.5, 0.5, 0.5),
+        norm_std=(0.25, 0.25, 0.25),
+    )
+    export_model(model.eval(), meta, tmp_path / "model")
+    with tracked_run("train expression") as run:
+        mlflow.log_metric("best_val_metric", 0.5)
+    params = Params(
+        explain=ExplainParams(methods=("gradcam",), per_class=1, removal_fractions=(0.5,)),
+        manifold=ManifoldParams(methods=("pca",), max_points=20, anchors=10),
+    )
+    reports = tmp_path / "reports"
+    common = (params, prepared, splits, tmp_path / "model", run.info.run_id)
+    explain_stage(
+        *common,
+        figures_dir=reports / "explain/figures",
+        maps_dir=reports / "explain/maps",
+        metrics_path=reports / "explain/faithfulness.json",
+    )
+    manifold_stage(
+        *common,
+        plots_dir=reports / "manifold/plots",
+        metrics_path=reports / "manifold/metrics.json",
+        reference_dir=tmp_path / "cache/manifold_reference",
+    )
+    return {
+        "uri": f"sqlite:///{db}",
+        "experiment_id": run.info.experiment_id,
+        "run_id": run.info.run_id,
+        "reports": str(reports),
+    }
+
+
+@pytest.fixture
+def mlflow_server(tracked_artifacts: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    log = (tmp_path / "mlflow-server.log").open("wb")
+    exe = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [
+            str(exe) if exe.exists() else "mlflow",
+            "server",
+            "--backend-store-uri",
+            tracked_artifacts["uri"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,  # the default artifact root (./mlartifacts) stays in tmp
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"mlflow server exited with {proc.returncode}:\n"
+                    + (tmp_path / "mlflow-server.log").read_text()[-3000:]
+                )
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("mlflow server did not answer /health within 180 s")
+            time.sleep(0.5)
+        yield base
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[_Cdp]:
+    exe = _chromium()
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    proc = subprocess.Popen(
+        [
+            exe,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    cdp: _Cdp | None = None
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"chromium did not start (exit code {proc.poll()})")
+            time.sleep(0.2)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
+            targets = json.load(resp)
+        page = next(t for t in targets if t.get("type") == "page")
+        cdp = _Cdp(page["webSocketDebuggerUrl"])
+        cdp.call("Page.enable")
+        width, height = WINDOW  # a fixed viewport, whatever the headless window chrome takes
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        yield cdp
+    finally:
+        if cdp is not None:
+            cdp.close()
+        _stop(proc)
+
+
+# ------------------------------------------------------------------------------ the test
+
+_NODE = '[data-testid="artifact-tree-node"][artifact-name="{}"]'
+
+
+def _open(cdp: _Cdp, name: str) -> None:
+    """Click an artifact-tree node (a folder toggles open, a file opens its preview)."""
+    selector = json.dumps(_NODE.format(name))
+    cdp.wait_for(f"!!document.querySelector({selector})", f"artifact tree node {name!r}")
+    cdp.js(f"document.querySelector({selector}).click()")
+
+
+def _previewed_image(cdp: _Cdp, path: str) -> dict[str, Any]:
+    """Wait until the preview pane shows ``path`` and its image has decoded."""
+    expr = f"""(() => {{
+        if (!document.body.innerText.includes({json.dumps(path)})) return null;
+        const imgs = Array.from(document.querySelectorAll('img'))
+            .filter(i => i.complete && i.naturalWidth > 100 && !i.src.startsWith('data:'));
+        return imgs.length ? {{w: imgs[0].naturalWidth, h: imgs[0].naturalHeight}} : null;
+    }})()"""
+    return cdp.wait_for(expr, f"the preview of {path}")
+
+
+def test_run_artifacts_page_shows_gradcam_grid_and_manifold_plot(
+    browser: _Cdp, tracked_artifacts: dict[str, str], mlflow_server: str, tmp_path: Path
+) -> None:
+    # ``browser`` first: without chromium (and CI unset) the test skips before any setup.
+    from PIL import Image
+
+    out = Path(os.environ.get("FACELENS_E2E_ARTIFACTS") or tmp_path / "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    exp, run = tracked_artifacts["experiment_id"], tracked_artifacts["run_id"]
+    browser.call("Page.navigate", url=f"{mlflow_server}/#/experiments/{exp}/runs/{run}/artifacts")
+
+    _open(browser, "explain")
+    _open(browser, "cam_grid_gradcam.png")
+    grid = _previewed_image(browser, "explain/cam_grid_gradcam.png")
+    shot = browser.screenshot(out / "mlflow_explain_cam_grid_gradcam.png")
+    print(f"screenshot: {shot}")
+    with Image.open(
+        Path(tracked_artifacts["reports"]) / "explain/figures/cam_grid_gradcam.png"
+    ) as im:
+        expected = im.size
+    assert (grid["w"], grid["h"]) == expected  # the UI decoded our grid, pixel for pixel
+
+    _open(browser, "manifold")
+    _open(browser, "penultimate_pca.png")
+    plot = _previewed_image(browser, "manifold/penultimate_pca.png")
+    shot2 = browser.screenshot(out / "mlflow_manifold_penultimate_pca.png")
+    print(f"screenshot: {shot2}")
+    assert plot["w"] > 100 and plot["h"] > 100
+    tree = browser.js(
+        "Array.from(document.querySelectorAll('[data-testid=\"artifact-tree-node\"]'))"
+        ".map(e => e.getAttribute('artifact-name'))"
+    )
+    assert {"faithfulness.json", "manifold.html", "metrics.json"} <= set(tree)
+
+    for path in (shot, shot2):
+        with Image.open(path) as img:
+            assert img.size == WINDOW
+            colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
+            assert colours is None or len(colours) > 50  # a rendered page, not a blank one
