@@ -244,3 +244,41 @@ def _isolated_tracking(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
             mlflow.end_run()
         tracking_utils._tracking_uri = None
         registry_utils._registry_uri = None
+
+
+@pytest.fixture(scope="session")
+def export_tiny_model() -> Callable[[Path], Path]:
+    """Factory: export a random 32-px VGG16 expression model to ``root / "exported"``."""
+
+    def export(root: Path) -> Path:
+        from facelens.constants import EXPRESSIONS
+        from facelens.models.vgg import (
+            DEFAULT_NORM,
+            ModelMeta,
+            ModelParams,
+            build_model,
+            export_model,
+        )
+
+        model, source = build_model(
+            ModelParams(arch="vgg16", weights="none", input_size=32),
+            num_outputs=7,
+            dropout=0.0,
+            seed=0,
+        )
+        meta = ModelMeta(
+            task="expression",
+            arch="vgg16",
+            num_outputs=7,
+            output_names=EXPRESSIONS,
+            input_size=32,
+            head=model.head,
+            dropout=0.0,
+            weights_source=source,
+            norm_mean=DEFAULT_NORM[0],
+            norm_std=DEFAULT_NORM[1],
+        )
+        export_model(model, meta, root / "exported")
+        return root / "exported"
+
+    return export

@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,6 @@ import pytest
 from PIL import Image
 
 from facelens.constants import EXPRESSIONS
-from facelens.models.vgg import DEFAULT_NORM, ModelMeta, ModelParams, build_model, export_model
 
 pytestmark = pytest.mark.slow
 
@@ -48,27 +47,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _export(root: Path) -> Path:
-    model, source = build_model(
-        ModelParams(arch="vgg16", weights="none", input_size=32), num_outputs=7, dropout=0.0, seed=0
-    )
-    meta = ModelMeta(
-        task="expression",
-        arch="vgg16",
-        num_outputs=7,
-        output_names=EXPRESSIONS,
-        input_size=32,
-        head=model.head,
-        dropout=0.0,
-        weights_source=source,
-        norm_mean=DEFAULT_NORM[0],
-        norm_std=DEFAULT_NORM[1],
-    )
-    export_model(model, meta, root / "exported")
-    return root / "exported"
-
-
-def _register_champion(root: Path, uri: str) -> None:
+def _register_champion(root: Path, uri: str, export: Callable[[Path], Path]) -> None:
     from mlflow import MlflowClient
 
     from facelens.tracking.registry import CHAMPION, log_pytorch_pyfunc, register
@@ -78,7 +57,7 @@ def _register_champion(root: Path, uri: str) -> None:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         configure(None, "e2e-serving", artifact_location=str(root / "artifacts"))
         with tracked_run("train"):
-            info = log_pytorch_pyfunc(_export(root))
+            info = log_pytorch_pyfunc(export(root))
         version = register(info.model_uri, NAME)
         MlflowClient(tracking_uri=uri).set_registered_model_alias(NAME, CHAMPION, version.version)
 
@@ -104,10 +83,12 @@ def _post(server: Server, body: object, timeout: float = 120.0) -> tuple[int, st
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, export_tiny_model: Callable[[Path], Path]
+) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("served")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    _register_champion(root, uri)
+    _register_champion(root, uri, export_tiny_model)
     port = _free_port()
     bin_dir = str(Path(sys.executable).parent)  # uvicorn and mlflow live beside the interpreter
     env = {

@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -21,7 +22,6 @@ from typer.testing import CliRunner
 
 from facelens.cli import app
 from facelens.constants import EXPRESSIONS
-from facelens.models.vgg import DEFAULT_NORM, ModelMeta, ModelParams, build_model, export_model
 from facelens.serving import faces
 
 runner = CliRunner()
@@ -35,28 +35,10 @@ class Store:
         self.root = root
 
 
-def _export(root: Path) -> Path:
-    model, source = build_model(
-        ModelParams(arch="vgg16", weights="none", input_size=32), num_outputs=7, dropout=0.0, seed=0
-    )
-    meta = ModelMeta(
-        task="expression",
-        arch="vgg16",
-        num_outputs=7,
-        output_names=EXPRESSIONS,
-        input_size=32,
-        head=model.head,
-        dropout=0.0,
-        weights_source=source,
-        norm_mean=DEFAULT_NORM[0],
-        norm_std=DEFAULT_NORM[1],
-    )
-    export_model(model, meta, root / "exported")
-    return root / "exported"
-
-
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+def store(
+    tmp_path_factory: pytest.TempPathFactory, export_tiny_model: Callable[[Path], Path]
+) -> Store:
     from mlflow import MlflowClient
 
     from facelens.tracking.registry import CHAMPION, log_pytorch_pyfunc, register
@@ -68,7 +50,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         configure(None, "cli-test", artifact_location=str(root / "artifacts"))
         with tracked_run("train tiny") as run:
-            info = log_pytorch_pyfunc(_export(root))
+            info = log_pytorch_pyfunc(export_tiny_model(root))
             mlflow.log_metrics({"best_val_metric": 0.25, "test_macro_f1": 0.125})
         version = register(info.model_uri, NAME)
         MlflowClient(tracking_uri=uri).set_registered_model_alias(NAME, CHAMPION, version.version)
