@@ -332,6 +332,7 @@ def _identity_split(groups: np.ndarray, seed: int = 0) -> tuple[np.ndarray, ...]
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_difficulty_guard_pixels_fail_aus_succeed() -> None:
     """Default set: linear on pixels macro-F1 <= 0.5, while the AUs still give the label."""
     from sklearn.linear_model import LogisticRegression

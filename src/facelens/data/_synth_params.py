@@ -40,7 +40,7 @@ class SynthParams(BaseModel):
         0.3, ge=0.0, le=1.0, description="Probability that a non-prototype AU is slightly active."
     )
     spurious_max: float = Field(
-        0.12, ge=0.0, le=1.0, description="Upper bound of a spurious (non-prototype) AU intensity."
+        0.1, ge=0.0, le=1.0, description="Upper bound of a spurious (non-prototype) AU intensity."
     )
 
     # --- identity --------------------------------------------------------------------------

@@ -323,7 +323,7 @@ def face_geometry(
         yb = cy - 0.13 * idn.brow_height + sgn * idn.asym_brow
         u_in = eye_dx - 0.1 - 0.05 * au["AU4"]
         u_out = eye_dx + 0.13
-        y_in = yb - 0.13 * au["AU1"] + 0.1 * au["AU4"] + 0.04 * au["AU9"]
+        y_in = yb - 0.15 * au["AU1"] + 0.12 * au["AU4"] + 0.04 * au["AU9"]
         y_out = yb - 0.1 * au["AU2"] + 0.02 * au["AU4"] + 0.015 * au["AU1"]
         arch = 0.022 * idn.brow_arch + 0.03 * au["AU2"] - 0.02 * au["AU4"]
         tb = _T16
@@ -383,13 +383,13 @@ def face_geometry(
         1.0
         + 0.3 * au["AU12"]
         + 0.5 * au["AU20"]
-        - 0.22 * au["AU23"]
+        - 0.28 * au["AU23"]
         - 0.15 * au["AU26"] * (1.0 - au["AU20"])
         - 0.05 * au["AU10"]
     )
     corner = (
-        -0.14 * au["AU12"]
-        + 0.11 * au["AU15"]
+        -0.16 * au["AU12"]
+        + 0.13 * au["AU15"]
         + 0.035 * au["AU20"]
         + 0.015 * au["AU16"]
         + idn.rest_curve
@@ -404,12 +404,12 @@ def face_geometry(
     tu = (
         0.026
         * idn.lip_thickness
-        * max(1 - 0.7 * au["AU23"] - 0.3 * au["AU12"] - 0.2 * au["AU20"], 0.2)
+        * max(1 - 0.8 * au["AU23"] - 0.3 * au["AU12"] - 0.2 * au["AU20"], 0.2)
     )
     tl = (
         0.036
         * idn.lip_thickness
-        * max(1 - 0.7 * au["AU23"] - 0.25 * au["AU12"] - 0.2 * au["AU20"], 0.2)
+        * max(1 - 0.8 * au["AU23"] - 0.25 * au["AU12"] - 0.2 * au["AU20"], 0.2)
     )
     yuo = yui - tu * (1.0 - sm**2) ** 0.4
     ylo = yli + tl * (1.0 - sm**2) ** 0.5
@@ -439,8 +439,8 @@ def face_geometry(
     g["alphas"] = [
         np.array(
             [
-                0.1 + 0.6 * au["AU6"],
-                0.6 * au["AU6"],
+                0.1 + 0.75 * au["AU6"],
+                0.8 * au["AU6"],
                 0.85 * float(np.clip(0.65 * (au["AU1"] + au["AU2"]) - 0.1, 0.0, 1.0)),
                 float(np.clip(1.5 * au["AU4"] - 0.1, 0.0, 1.0)),
                 float(np.clip(1.5 * au["AU9"] - 0.1, 0.0, 1.0)),
