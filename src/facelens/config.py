@@ -71,7 +71,7 @@ _CamMethod = Literal[
     "eigengradcam",
     "scorecam",
 ]
-_VggBlock = Literal["block1", "block2", "block3", "block4", "block5"]
+_CamLayer = Literal["auto", "block1", "block2", "block3", "block4", "block5"]
 _Randomize = Literal["auto", "head", "block1", "block2", "block3", "block4", "block5"]
 
 
@@ -83,7 +83,11 @@ class ExplainParams(_Closed):
         min_length=1,
         description="CAM methods (facelens.explain.cams.METHODS); the first is the headline.",
     )
-    layer: _VggBlock = Field("block5", description="Target layer: the last ReLU of this block.")
+    layer: _CamLayer = Field(
+        "auto",
+        description="Target layer: the last ReLU of this block; auto = block5 when its maps are "
+        ">= 7x7 (input >= 112 px), else block4.",
+    )
     target: str = Field(
         "predicted", description="Expression target: predicted | true | an expression name."
     )

@@ -95,17 +95,22 @@ def tune_study(
     *,
     cache_dir: Path,
     use_cache: bool = True,
+    cache_dtype: str = "float16",
     progress: bool = True,
 ) -> Any:
     """Run (or resume) the Optuna study; every trial is a nested MLflow run.
 
     Trials whose recipe freezes the first blocks and does not augment train on activations
     of the frozen prefix cached under ``cache_dir`` (computed once, shared by all trials);
-    ``use_cache=False`` recomputes them every step (for the benchmark).
+    ``use_cache=False`` recomputes them every step (for the benchmark). ``cache_dtype``
+    ``float16`` halves the cache's memory; ``float32`` makes cached trials train on exactly the
+    activations an uncached trial computes.
 
     Returns:
         The :class:`facelens.tuning.study.StudyResult`.
     """
+    import torch
+
     from facelens.models.cache import ActivationCache
     from facelens.tracking.runs import configure
     from facelens.training.recipe import make_recipe, train_model
@@ -118,7 +123,10 @@ def tune_study(
     tune_params = params.tune.model_copy(
         update={"study_name": study_name_for(params, data_version)}
     )
-    cache = ActivationCache(cache_dir) if use_cache else None
+    if cache_dtype not in ("float16", "bfloat16", "float32"):
+        raise ValueError(f"cache_dtype must be float16, bfloat16 or float32; got {cache_dtype!r}")
+    cache = ActivationCache(cache_dir, dtype=getattr(torch, cache_dtype)) if use_cache else None
+    decoded: dict[tuple[Any, ...], Any] = {}  # images decoded once per study, not per trial
 
     def objective(trial_params: dict[str, Any], report: Callable[[int, float], None]) -> float:
         recipe = make_recipe(params.task, params.model, params.train, trial_params)
@@ -131,6 +139,7 @@ def tune_study(
             cache=cache,
             data_version=data_version,
             progress=False,
+            dataset_memo=decoded,
         )
         return float(trained.history.best_val_metric)
 

@@ -144,6 +144,11 @@ def test_randomized_layers(layer: str, randomize: tuple[str, ...], expected: lis
     assert randomized_layers(params) == expected
 
 
+def test_randomized_layers_need_a_resolved_layer() -> None:
+    with pytest.raises(ValueError, match="resolve layer 'auto'"):
+        randomized_layers(ExplainParams(layer="auto"))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
@@ -217,7 +222,9 @@ def test_explain_stage_writes_reports_and_logs_them_to_the_train_run(
     # faithfulness.json: what the stage returned, strict JSON, every check present.
     on_disk = json.loads(metrics.read_text())
     assert on_disk == summary
-    assert summary["meta"]["randomized_layers"] == ["classifier", "blocks.4"]
+    # layer auto at 32 px: block 5's maps would be 2x2, so block 4 (and up) is explained
+    assert summary["meta"]["layer"] == "block4"
+    assert summary["meta"]["randomized_layers"] == ["classifier", "blocks.4", "blocks.3"]
     assert summary["meta"]["data_version"] == data_version_of(tiny.prepared)
     loc = summary["localization"]["gradcam"]
     # neutral has no defining regions; a random model's map may also be empty (skipped)

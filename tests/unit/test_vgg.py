@@ -19,9 +19,11 @@ from facelens.models.vgg import (
     WeightsUnavailable,
     apply_freeze,
     build_model,
+    default_cam_layer,
     export_model,
     load_exported,
     norm_stats,
+    resolve_cam_layer,
     resolve_weights,
     weights_file,
 )
@@ -214,3 +216,13 @@ def test_export_load_round_trip(tmp_path: Path) -> None:
         load_exported(tmp_path / "nothing")
     with pytest.raises(ValueError, match="num_outputs"):
         export_model(model, _meta(FaceVGG("vgg16_bn", num_outputs=3), ("a", "b", "c")), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(32, "block4"), (64, "block4"), (96, "block4"), (112, "block5"), (224, "block5")],
+)
+def test_auto_cam_layer_needs_block5_maps_of_at_least_7x7(size: int, expected: str) -> None:
+    assert default_cam_layer(size) == expected
+    assert resolve_cam_layer("auto", size) == expected
+    assert resolve_cam_layer("block3", size) == "block3"  # a named layer is kept

@@ -45,7 +45,7 @@ from facelens.explain.faithfulness import (
     sanity_figure,
     summary_metrics,
 )
-from facelens.models.vgg import FaceVGG, ModelMeta
+from facelens.models.vgg import FaceVGG, ModelMeta, resolve_cam_layer
 
 __all__ = [
     "Explanations",
@@ -91,6 +91,8 @@ def randomized_layers(params: ExplainParams) -> list[str]:
     """
     chosen = list(params.randomize)
     if chosen == ["auto"]:
+        if params.layer == "auto":
+            raise ValueError("resolve layer 'auto' first (facelens.models.vgg.resolve_cam_layer)")
         first = int(params.layer.removeprefix("block"))
         chosen = ["head", *[f"block{b}" for b in range(5, first - 1, -1)]]
     return ["classifier" if c == "head" else f"blocks.{int(c[5:]) - 1}" for c in chosen]
@@ -443,6 +445,7 @@ def explain_probes(
     n = len(probes)
     if n == 0:
         raise ValueError("the probe set is empty; the test split has no usable rows.")
+    params = params.model_copy(update={"layer": resolve_cam_layer(params.layer, meta.input_size)})
     names = list(meta.output_names)
     model.eval()
     tf = make_transform(

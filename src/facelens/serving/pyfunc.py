@@ -66,7 +66,7 @@ from PIL import Image
 
 from facelens.data.dataset import make_transform
 from facelens.data.images import CODES, ImageRejected, decode_image, resize_square
-from facelens.models.vgg import ModelMeta, load_exported
+from facelens.models.vgg import ModelMeta, load_exported, resolve_cam_layer
 
 __all__ = [
     "CAM_COLUMNS",
@@ -94,8 +94,9 @@ DEFAULT_MAX_ROWS = 64
 DEFAULT_MAX_SCORECAM_ROWS = 4
 #: Largest encoded image accepted per row (the base64 text is checked before decoding).
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
-#: The ``FaceVGG.gradcam_layers()`` key explained (model_config ``cam_layer`` overrides).
-DEFAULT_CAM_LAYER = "block5"
+#: The ``FaceVGG.gradcam_layers()`` key explained (model_config ``cam_layer`` overrides);
+#: ``auto`` = :func:`facelens.models.vgg.default_cam_layer` of the model's input size.
+DEFAULT_CAM_LAYER = "auto"
 #: Columns added to the response by ``explain=true``.
 CAM_COLUMNS: tuple[str, ...] = ("cam_target", "cam_method", "cam_png")
 #: Every ``error`` code a response row can carry (``""`` means ok).
@@ -272,7 +273,9 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
             1, int(config.get("max_scorecam_rows", DEFAULT_MAX_SCORECAM_ROWS))
         )
         layers = model.gradcam_layers()
-        layer_name = str(config.get("cam_layer", DEFAULT_CAM_LAYER))
+        layer_name = resolve_cam_layer(
+            str(config.get("cam_layer", DEFAULT_CAM_LAYER)), meta.input_size
+        )
         if layer_name not in layers:
             raise ValueError(
                 f"model_config cam_layer={layer_name!r} is not a Grad-CAM layer of this model; "

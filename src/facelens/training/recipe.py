@@ -101,16 +101,33 @@ def build_datasets(
     val_rows: pd.DataFrame,
     root: Path,
     norm: tuple[tuple[float, ...], tuple[float, ...]],
+    *,
+    memo: dict[tuple[Any, ...], FaceDataset] | None = None,
 ) -> tuple[FaceDataset, FaceDataset, tuple[np.ndarray, np.ndarray] | None]:
-    """Datasets for training (augmented per the recipe) and validation."""
+    """Datasets for training (augmented per the recipe) and validation.
+
+    Args:
+        memo: decoded datasets shared by calls on the *same* rows (the trials of one study):
+            images are decoded once per split and input size, then only the transform changes.
+    """
     size = recipe.model.input_size
     stats = attribute_stats(train_rows) if recipe.task == "attributes" else None
     train_tf = make_transform(
         size, train=True, augment=recipe.train.augment, norm_mean=norm[0], norm_std=norm[1]
     )
     val_tf = make_transform(size, train=False, augment=0.0, norm_mean=norm[0], norm_std=norm[1])
-    train_ds = FaceDataset(train_rows, root, recipe.task, size, train_tf, target_stats=stats)
-    val_ds = FaceDataset(val_rows, root, recipe.task, size, val_tf, target_stats=stats)
+
+    def decoded(role: str, rows: pd.DataFrame) -> FaceDataset:
+        key = (role, recipe.task, size)
+        if memo is None or key not in memo:
+            ds = FaceDataset(rows, root, recipe.task, size, None, target_stats=stats)
+            if memo is None:
+                return ds
+            memo[key] = ds
+        return memo[key]
+
+    train_ds = decoded("train", train_rows).with_transform(train_tf)
+    val_ds = decoded("val", val_rows).with_transform(val_tf)
     return train_ds, val_ds, stats
 
 
@@ -125,6 +142,7 @@ def train_model(
     cache: ActivationCache | None = None,
     data_version: str = "unknown",
     progress: bool = True,
+    dataset_memo: dict[tuple[Any, ...], FaceDataset] | None = None,
 ) -> TrainedModel:
     """Build the model of ``recipe`` and fit it on ``train_rows`` (``val_rows`` for selection).
 
@@ -138,6 +156,7 @@ def train_model(
         cache: frozen-prefix activation cache (used only when blocks are frozen, no augmentation).
         data_version: hash of the prepared data, part of the activation-cache key.
         progress: show progress bars.
+        dataset_memo: see :func:`build_datasets` (one dict per fixed pair of row sets).
     """
     names = output_names(recipe.task, train_rows)
     model, weights_source = build_model(
@@ -149,7 +168,9 @@ def train_model(
         seed=recipe.train.seed,
     )
     norm = norm_stats(weights_source)
-    train_ds, val_ds, stats = build_datasets(recipe, train_rows, val_rows, root, norm)
+    train_ds, val_ds, stats = build_datasets(
+        recipe, train_rows, val_rows, root, norm, memo=dataset_memo
+    )
     key_fields = {
         "arch": recipe.model.arch,
         "weights_source": weights_source,
