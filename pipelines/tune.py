@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     best = {"params": result.best_params, "value": result.best_value, "study": result.study_name}
     args.best_params.write_text(json.dumps(best, indent=2) + "\n")
     print(f"{summary}; best {result.best_value:.4f} with {result.best_params}")
+    for note in result.notes:
+        print(f"tune: note: {note}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import struct
 import zlib
 from collections.abc import Callable
@@ -282,3 +283,33 @@ def export_tiny_model() -> Callable[[Path], Path]:
         return root / "exported"
 
     return export
+
+
+@pytest.fixture
+def sqlite_store(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., str]:
+    """Factory: a private sqlite MLflow store under ``tmp_path``, made the tracking (and with
+    ``registry=True`` the registry) URI, with ``experiment`` active; returns the URI.
+
+    The schema migration takes seconds, so one migrated template per session is copied.
+    """
+
+    def make(experiment: str, *, registry: bool = False) -> str:
+        from mlflow import MlflowClient
+
+        from facelens.tracking.runs import configure
+
+        template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+        if not template.exists():
+            MlflowClient(f"sqlite:///{template}").search_experiments()
+        db = tmp_path / "mlflow.db"
+        shutil.copy(template, db)
+        uri = f"sqlite:///{db}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        if registry:
+            monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+        configure(None, experiment, artifact_location=str(tmp_path / "artifacts"))
+        return uri
+
+    return make

@@ -10,6 +10,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from facelens import interrupts
+
 __all__ = ["KNOWN_ERRORS", "StageError", "progress_printer", "run_stage"]
 
 
@@ -36,12 +38,25 @@ KNOWN_ERRORS = _known_errors
 
 
 def run_stage(main: Callable[[], None]) -> int:
-    """Run a stage's ``main``; known errors become one line on stderr and exit code 1."""
+    """Run a stage's ``main``; known errors become one line on stderr and exit code 1.
+
+    Ctrl-C (SIGINT) becomes one line and exit code 130: work already saved (finished Optuna
+    trials, epoch checkpoints, MLflow runs closed as ``KILLED``) is kept, and ``dvc repro``
+    resumes from it.
+    """
+    interrupts.install()
     try:
         main()
     except KNOWN_ERRORS() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished trials and epoch checkpoints are kept; "
+            "run `dvc repro` again to resume",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

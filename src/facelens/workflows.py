@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,13 @@ def train_final(
         )
         mlflow.set_tag("weights_source", trained.meta.weights_source)
         history = trained.history
+        if history.resumed_from:
+            mlflow.set_tag("resumed_from_epoch", str(history.resumed_from))
+            print(
+                f"train: resumed run {run_id} from its epoch-{history.resumed_from} checkpoint "
+                f"in {ckpt_dir}",
+                file=sys.stderr,
+            )
         mlflow.log_metrics(
             {
                 "best_val_metric": float(history.best_val_metric),

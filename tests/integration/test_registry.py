@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -15,26 +13,15 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from facelens.tracking.registry import CHALLENGER, CHAMPION, promote, register
-from facelens.tracking.runs import configure, tracked_run
+from facelens.tracking.runs import tracked_run
 
 NAME = "facelens-expression"
 
 
 @pytest.fixture
-def mlflow_store(tmp_path: Path, tmp_path_factory, monkeypatch) -> str:
-    """A private sqlite tracking store under tmp_path (copied from a migrated template)."""
-    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    if not template.exists():  # creating the schema takes seconds; copying it is instant
-        MlflowClient(f"sqlite:///{template}").search_experiments()
-    db = tmp_path / "mlflow.db"
-    shutil.copy(template, db)
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
-    configure(None, "registry-test", artifact_location=str(tmp_path / "artifacts"))
-    yield uri
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
+def mlflow_store(sqlite_store) -> str:
+    """A private sqlite tracking store under tmp_path."""
+    return sqlite_store("registry-test", registry=True)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,19 +24,9 @@ from facelens.tracking.runs import (
 
 
 @pytest.fixture
-def mlflow_store(tmp_path: Path, tmp_path_factory, monkeypatch) -> str:
-    """A private sqlite tracking store under tmp_path (copied from a migrated template)."""
-    template = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    if not template.exists():  # creating the schema takes seconds; copying it is instant
-        MlflowClient(f"sqlite:///{template}").search_experiments()
-    db = tmp_path / "mlflow.db"
-    shutil.copy(template, db)
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    configure(None, "test", artifact_location=str(tmp_path / "artifacts"))
-    yield uri
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
+def mlflow_store(sqlite_store) -> str:
+    """A private sqlite tracking store under tmp_path."""
+    return sqlite_store("test")
 
 
 def _run(run_id: str) -> Any:

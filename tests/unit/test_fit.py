@@ -159,6 +159,8 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path: Path) -> None:
 
     # a finished run resumes to the same history without training
     again = fit(_model(), train, val, params, "expression", checkpoint_dir=ckpt, progress=False)
+    assert (resumed.resumed_from, again.resumed_from, full.resumed_from) == (1, 3, 0)
+    again.resumed_from = resumed.resumed_from
     assert again == resumed
     with pytest.raises(ValueError, match=r"different params \(differing: \['lr'\]\)"):
         fit(

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from facelens.interrupts import raise_if_requested
 from facelens.models.vgg import FaceVGG
 
 __all__ = ["ActivationCache", "cache_key", "prefix_digest"]
@@ -182,6 +183,7 @@ class ActivationCache:
         try:
             with torch.no_grad():  # not inference_mode: the acts feed autograd later
                 for batch in _batches(data, self.batch_size):
+                    raise_if_requested()
                     x, y = batch[0], batch[1]
                     x = x.contiguous(memory_format=torch.channels_last)
                     a = model.forward_prefix(x, k)

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
 from facelens.data.dataset import ImageTransform, make_transform
+from facelens.interrupts import raise_if_requested
 from facelens.models.cache import ActivationCache
 from facelens.models.vgg import FaceVGG, apply_freeze
 from facelens.training.metrics import classification_report, regression_report
@@ -92,6 +93,8 @@ class History:
     stopped_early: bool = False
     #: Whether training ran on cached frozen-prefix activations.
     used_cache: bool = False
+    #: Last epoch restored from a checkpoint when this call resumed (0 = started fresh).
+    resumed_from: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (``from_dict`` inverts it)."""
@@ -101,6 +104,7 @@ class History:
             "best_val_metric": self.best_val_metric,
             "stopped_early": self.stopped_early,
             "used_cache": self.used_cache,
+            "resumed_from": self.resumed_from,
         }
 
     @classmethod
@@ -112,6 +116,7 @@ class History:
             best_val_metric=float(data["best_val_metric"]),
             stopped_early=bool(data["stopped_early"]),
             used_cache=bool(data.get("used_cache", False)),
+            resumed_from=int(data.get("resumed_from", 0)),
         )
 
 
@@ -257,6 +262,7 @@ def _outputs(model: FaceVGG, source: _Source, batch_size: int) -> tuple[Tensor, 
     ys: list[Tensor] = []
     try:
         for idx in torch.split(torch.arange(source.n), batch_size):
+            raise_if_requested()
             x, y = source.batch(idx, None)
             outs.append(source.forward(model, x).float())
             ys.append(torch.as_tensor(y))
@@ -460,6 +466,7 @@ def _fit(
         if resume and ckpt_path.is_file():
             start, history, best_state = _restore(ckpt_path, model, opt, sched, gen, params, task)
             history.used_cache = use_cache
+            history.resumed_from = start - 1
             if history.stopped_early or start > params.epochs:
                 if best_state is not None:
                     model.load_state_dict(best_state)
@@ -476,6 +483,7 @@ def _fit(
             leave=False,
         )
         for idx in bar:
+            raise_if_requested()
             x, y = train_src.batch(idx, gen)
             loss = _loss(task, train_src.forward(model, x), y, params.label_smoothing)
             opt.zero_grad(set_to_none=True)

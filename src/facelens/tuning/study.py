@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from facelens.interrupts import raise_if_requested
 from facelens.tracking.runs import tracked_run
 from facelens.tuning.space import TuneParams, suggest
 
@@ -162,6 +163,7 @@ def trial_objective(
         optuna.TrialPruned: the pruner stopped the trial.
         Exception: whatever ``objective_fn`` raised (the trial is then ``FAIL``).
     """
+    raise_if_requested()
     trial_params = suggest(trial, params.space)
 
     def report(epoch: int, value: float) -> None:
@@ -314,6 +316,9 @@ def run_study(
     notes: list[str] = []
     if remaining == 0:
         notes.append(f"study already has {n_done} finished trials (n_trials={params.n_trials})")
+    elif n_done:
+        notes.append(f"resumed: {n_done} finished trials kept, {remaining} more to run")
+        _log.warning("study %s %s", params.study_name, notes[-1])
 
     def objective(trial: optuna.Trial) -> float:
         return trial_objective(trial, params, objective_fn, log_to_mlflow=log_to_mlflow)

@@ -1,0 +1,170 @@
+"""Interrupting a real ``dvc repro`` during ``tune`` and ``train``, then running it again.
+
+A copy of the pipeline (``dvc.yaml``, ``params.yaml`` shrunk to 32 px and a few identities,
+``pipelines/``, ``src/``) is initialised as a DVC project in a temporary directory. ``dvc
+repro`` runs in its own process group and gets SIGINT there, as Ctrl-C in a terminal would
+deliver it: during ``tune`` once a trial has completed, during ``train`` once an epoch
+checkpoint exists. The second ``dvc repro`` must keep the finished trials of the same study
+and resume the same MLflow training run from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+_WAIT_S = 300
+
+
+def _project(root: Path) -> Path:
+    proj = root / "proj"
+    proj.mkdir()
+    shutil.copy(REPO / "dvc.yaml", proj / "dvc.yaml")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    shutil.copytree(REPO / "pipelines", proj / "pipelines", ignore=ignore)
+    shutil.copytree(REPO / "src", proj / "src", ignore=ignore)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["image_size"] = 32
+    params["data"]["synth"]["n_identities"] = 12
+    params["model"].update({"input_size": 32, "weights": "none"})
+    params["train"].update({"epochs": 60, "batch_size": 16})
+    params["tune"].update({"n_trials": 6, "pruner": "none", "train_fraction": 1.0})
+    params["tune"]["space"].update({"epochs": [3], "batch_size": [16]})
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run([BIN / "dvc", "init", "--no-scm", "-q"], cwd=proj, check=True, env=_env(proj))
+    return proj
+
+
+def _env(proj: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # `python` in the stage commands
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{proj / 'mlflow.db'}"
+    env["TQDM_DISABLE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _repro(proj: Path, target: str, log: Path) -> subprocess.CompletedProcess:
+    with log.open("a") as out:
+        return subprocess.run(
+            [BIN / "dvc", "repro", target],
+            cwd=proj,
+            env=_env(proj),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=_WAIT_S,
+        )
+
+
+def _interrupt_when(proj: Path, target: str, log: Path, ready: Callable[[], bool]) -> int:
+    """Start ``dvc repro target``; SIGINT its process group once ``ready()``; its exit code."""
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [BIN / "dvc", "repro", target],
+            cwd=proj,
+            env=_env(proj),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + _WAIT_S
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"dvc repro {target} ended before the interrupt:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"dvc repro {target} never became ready:\n{log.read_text()}")
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        return proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _trials(proj: Path) -> list[tuple[str, int, str, str | None]]:
+    """(study name, trial number, state, datetime_start) of every trial in optuna.db."""
+    db = proj / "optuna.db"
+    if not db.is_file():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute(
+                "SELECT s.study_name, t.number, t.state, t.datetime_start FROM trials t "
+                "JOIN studies s ON s.study_id = t.study_id ORDER BY t.number"
+            ).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+
+
+def _complete(proj: Path) -> list[tuple[str, int, str, str | None]]:
+    return [t for t in _trials(proj) if t[2] == "COMPLETE"]
+
+
+def test_interrupted_repro_resumes_the_study_and_the_training(tmp_path: Path) -> None:
+    proj = _project(tmp_path)
+    log = tmp_path / "dvc.log"
+
+    # --- tune: interrupted after the first completed trial, then run again -------------------
+    code = _interrupt_when(proj, "tune", log, lambda: len(_complete(proj)) >= 1)
+    assert code != 0, "an interrupted dvc repro must fail"
+    assert not (proj / "models" / "best_params.json").exists()
+    kept = _complete(proj)
+    assert 1 <= len(kept) < 6
+    assert len({t[0] for t in _trials(proj)}) == 1
+
+    done = _repro(proj, "tune", log)
+    assert done.returncode == 0, log.read_text()
+    complete = _complete(proj)
+    assert len(complete) == 6  # n_trials counts the kept trials: only the rest ran
+    assert set(kept) <= set(complete)  # same study, same trials, same start times
+    assert len({t[0] for t in _trials(proj)}) == 1
+    text = log.read_text()
+    assert "resumed: " in text
+    assert "interrupted: finished trials and epoch checkpoints are kept" in text
+    assert 'pipelines/tune.py", line' not in text  # Ctrl-C: one line, not a stack trace
+
+    # --- train: interrupted after an epoch checkpoint, then run again -----------------------
+    def checkpointed() -> bool:
+        return any((proj / "cache" / "checkpoints").glob("*/checkpoint.pt"))
+
+    code = _interrupt_when(proj, "train", log, checkpointed)
+    assert code != 0
+    assert not (proj / "models" / "run.json").exists()
+    (run_id_file,) = (proj / "cache" / "checkpoints").glob("*/mlflow_run_id")
+    first_run = run_id_file.read_text().strip()
+    mlflow.set_tracking_uri(_env(proj)["MLFLOW_TRACKING_URI"])
+    assert MlflowClient().get_run(first_run).info.status == "KILLED"
+
+    done = _repro(proj, "train", log)
+    assert done.returncode == 0, log.read_text()
+    info = json.loads((proj / "models" / "run.json").read_text())
+    assert info["run_id"] == first_run  # the same MLflow run continued
+    run = MlflowClient().get_run(first_run)
+    assert run.info.status == "FINISHED"
+    resumed = int(run.data.tags["resumed_from_epoch"])
+    assert 1 <= resumed < 60
+    steps = [m.step for m in MlflowClient().get_metric_history(first_run, "val_metric")]
+    assert len(steps) == len(set(steps)) and max(steps) == 60  # no epoch trained twice
+    assert set(range(resumed + 1, 61)) <= set(steps)
+    text = log.read_text()
+    assert f"from its epoch-{resumed} checkpoint" in text
+    assert 'pipelines/train.py", line' not in text
