@@ -270,6 +270,8 @@ _CHUNK = 64
 _ROW_PREFIX = re.compile(r"^row \d+: ")
 #: Metrics shown by ``facelens runs`` when a run has them.
 _KEY_METRICS = (
+    "best_value",  # a study's parent run
+    "final_objective",  # a trial
     "best_val_metric",
     "val_metric",
     "test_macro_f1",
@@ -743,22 +745,30 @@ def runs(
         out.print(f"no runs in {uri}", markup=False)
         return
     shown = [m for m in _KEY_METRICS if any(m in r["metrics"] for r in records)]
-    table = Table(title=escape(f"{len(records)} most recent run(s) in {uri}"))
+    one_experiment = len({r["experiment"] for r in records}) == 1
+    title = f"{len(records)} most recent run(s) in {uri}"
+    if one_experiment:
+        title += f", experiment {records[0]['experiment']}"
+    table = Table(title=escape(title))
     table.add_column(
         "run id", no_wrap=True, min_width=32
     )  # full ids: `facelens compare` takes them
-    for name in ("name", "experiment", "status", "started (UTC)", *shown):
-        table.add_column(name, justify="right" if name in shown else "left")
+    columns = ["name", *([] if one_experiment else ["experiment"]), "status", "started (UTC)"]
+    for name in columns:
+        table.add_column(name, no_wrap=name != "name")
+    for name in shown:
+        table.add_column(name.replace("_", " "), justify="right", no_wrap=True)
     for r in records:
         table.add_row(
             r["run_id"],
             escape(r["run_name"]),
-            escape(r["experiment"]),
+            *([] if one_experiment else [escape(r["experiment"])]),
             r["status"],
-            r["start_time"],
+            r["start_time"][:16],
             *(f"{r['metrics'][m]:.4f}" if m in r["metrics"] else "" for m in shown),
         )
-    out.print(table)
+    # Piped or redirected: the table's natural width (never truncate run ids or metrics).
+    (out if out.is_terminal else Console(width=1000)).print(table)
 
 
 @app.command("compare")

@@ -579,11 +579,11 @@ def cam_grid(
     fig, axes = _new_figure(max(n, 1), 3)
     for i in range(n):
         true = "?" if labels is None else _name(names, labels[i])
-        axes[i, 0].imshow(images[i])
+        axes[i, 0].imshow(images[i], interpolation="nearest")
         axes[i, 0].set_title(f"true: {true}", fontsize=8)
-        axes[i, 1].imshow(cams[i], cmap="jet", vmin=0.0, vmax=1.0)
+        axes[i, 1].imshow(cams[i], cmap="jet", vmin=0.0, vmax=1.0, interpolation="nearest")
         axes[i, 1].set_title(f"pred: {_name(names, preds[i])} ({float(probs[i]):.2f})", fontsize=8)
-        axes[i, 2].imshow(overlay(images[i], cams[i]))
+        axes[i, 2].imshow(overlay(images[i], cams[i]), interpolation="nearest")
         axes[i, 2].set_title("overlay", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -606,13 +606,13 @@ def method_grid(
     if not cams_by_method:
         raise ValueError("cams_by_method is empty; pass at least one method's CAM.")
     fig, axes = _new_figure(2, 1 + len(cams_by_method))
-    axes[0, 0].imshow(image)
+    axes[0, 0].imshow(image, interpolation="nearest")
     axes[0, 0].set_title("image", fontsize=8)
     axes[1, 0].axis("off")
     for j, (method, cam) in enumerate(cams_by_method.items(), start=1):
-        axes[0, j].imshow(cam, cmap="jet", vmin=0.0, vmax=1.0)
+        axes[0, j].imshow(cam, cmap="jet", vmin=0.0, vmax=1.0, interpolation="nearest")
         axes[0, j].set_title(method, fontsize=8)
-        axes[1, j].imshow(overlay(image, cam))
+        axes[1, j].imshow(overlay(image, cam), interpolation="nearest")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -644,9 +644,9 @@ def attribute_grid(
             raise ValueError(f"{key!r}: {len(cams)} CAMs for {n} images.")
     fig, axes = _new_figure(max(n, 1), 1 + len(cams_by_attribute))
     for i in range(n):
-        axes[i, 0].imshow(images[i])
+        axes[i, 0].imshow(images[i], interpolation="nearest")
         for j, (key, cams) in enumerate(cams_by_attribute.items(), start=1):
-            axes[i, j].imshow(overlay(images[i], np.asarray(cams)[i]))
+            axes[i, j].imshow(overlay(images[i], np.asarray(cams)[i]), interpolation="nearest")
             label = key if values is None or key not in values else f"{key} {values[key][i]:.2f}"
             axes[i, j].set_title(label, fontsize=8)
     if title:

@@ -413,10 +413,10 @@ def sanity_figure(
         ax.set_xticks([])
         ax.set_yticks([])
     for i in range(n):
-        axes[i, 0].imshow(images[i])
-        axes[i, 1].imshow(overlay(images[i], cams_trained[i]))
+        axes[i, 0].imshow(images[i], interpolation="nearest")
+        axes[i, 1].imshow(overlay(images[i], cams_trained[i]), interpolation="nearest")
         axes[i, 1].set_title("trained", fontsize=8)
-        axes[i, 2].imshow(overlay(images[i], cams_random[i]))
+        axes[i, 2].imshow(overlay(images[i], cams_random[i]), interpolation="nearest")
         rho = "" if rhos is None else f" (rho={rhos[i]:.2f})"
         axes[i, 2].set_title(f"randomized{rho}", fontsize=8)
     if title:
