@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from facelens import __version__
+
+# The commands draw their own progress; MLflow's per-file download bars would interleave.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,6 +45,12 @@ app.add_typer(data_app, name="data")
 
 out = Console()
 err = Console(stderr=True)
+
+
+def _print_table(table: Table) -> None:
+    """Print to the terminal's width; piped or redirected, at the table's natural width (file
+    paths and run ids are never cut)."""
+    (out if out.is_terminal else Console(width=1000)).print(table)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -187,7 +197,7 @@ def data_synth(
             "rater reliability (min / mean / max)",
             f"{min(rel):.2f} / {sum(rel) / len(rel):.2f} / {max(rel):.2f}",
         )
-    out.print(table)
+    _print_table(table)
     if preview is not None:
         if dataset is None:
             dataset = generate(synth_params, image_size=params.data.image_size)
@@ -502,7 +512,7 @@ def predict(
                 )[:3]
                 cells.append(", ".join(f"{k} {v:.2f}" for k, v in probs))
             table.add_row(*cells)
-        out.print(table)
+        _print_table(table)
     for i in sorted(problems):
         err.print(f"[bold red]error:[/] {escape(problems[i])}", highlight=False, soft_wrap=True)
     if problems:
@@ -767,8 +777,7 @@ def runs(
             r["start_time"][:16],
             *(f"{r['metrics'][m]:.4f}" if m in r["metrics"] else "" for m in shown),
         )
-    # Piped or redirected: the table's natural width (never truncate run ids or metrics).
-    (out if out.is_terminal else Console(width=1000)).print(table)
+    _print_table(table)
 
 
 @app.command("compare")

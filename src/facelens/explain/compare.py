@@ -81,8 +81,9 @@ class RunSnapshot:
 
     @property
     def label(self) -> str:
-        """Short column heading: run name (or id prefix) and the ref when it was a model."""
-        base = self.run_name or self.run_id[:8]
+        """Short column heading: run name and id prefix (two runs of one stage share a name),
+        and the ref when it was a model."""
+        base = f"{self.run_name} {self.run_id[:8]}" if self.run_name else self.run_id[:8]
         return f"{base} ({self.ref})" if self.ref.startswith("models:/") else base
 
 
