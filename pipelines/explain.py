@@ -25,7 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run-file", type=Path, required=True, help="JSON with the train run id")
     ap.add_argument("--figures", type=Path, required=True, help="figure directory to write")
     ap.add_argument("--maps", type=Path, required=True, help="raw CAM directory to write")
-    ap.add_argument("--metrics", type=Path, required=True, help="faithfulness JSON to write")
+    ap.add_argument(
+        "--metrics",
+        type=Path,
+        required=True,
+        help="compact faithfulness JSON (dvc metrics) to write; the full one goes beside it",
+    )
     args = ap.parse_args(argv)
     params = load_params(args.params)
     run_id = json.loads(args.run_file.read_text())["run_id"]

@@ -20,7 +20,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-dir", type=Path, required=True)
     ap.add_argument("--run-file", type=Path, required=True, help="JSON with the train run id")
     ap.add_argument("--plots", type=Path, required=True, help="plot directory to write")
-    ap.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
+    ap.add_argument(
+        "--metrics",
+        type=Path,
+        required=True,
+        help="compact metrics JSON (dvc metrics) to write; the full one goes beside it",
+    )
     ap.add_argument(
         "--reference-dir",
         type=Path,

@@ -29,7 +29,9 @@ from facelens.explain.cams import METHODS
 from facelens.explain.stages import (
     explain_probes,
     explain_stage,
+    faithfulness_metrics,
     manifold_features,
+    manifold_metrics,
     manifold_stage,
     method_slug,
     metric_key,
@@ -219,9 +221,15 @@ def test_explain_stage_writes_reports_and_logs_them_to_the_train_run(
     assert sorted(cams["ids"].tolist()) == sorted(summary["meta"]["probe_ids"])
     assert [EXPRESSIONS.index(n) for n in cams["target_name"]] == cams["target_index"].tolist()
 
-    # faithfulness.json: what the stage returned, strict JSON, every check present.
-    on_disk = json.loads(metrics.read_text())
-    assert on_disk == summary
+    # faithfulness_details.json: what the stage returned, strict JSON, every check present;
+    # faithfulness.json: the compact numbers for `dvc metrics`.
+    assert json.loads((tmp_path / "f_details.json").read_text()) == summary
+    compact = json.loads(metrics.read_text())
+    assert compact == faithfulness_metrics(summary)
+    assert compact["layer"] == "block4" and set(compact["methods"]) == set(summary["sanity"])
+    assert compact["methods"]["gradcam"]["sanity_spearman"] == pytest.approx(
+        summary["sanity"]["gradcam"]["spearman_mean"]
+    )
     # layer auto at 32 px: block 5's maps would be 2x2, so block 4 (and up) is explained
     assert summary["meta"]["layer"] == "block4"
     assert summary["meta"]["randomized_layers"] == ["classifier", "blocks.4", "blocks.3"]
@@ -250,7 +258,12 @@ def test_explain_stage_writes_reports_and_logs_them_to_the_train_run(
     assert got["best_val_metric"] == 0.5  # the train run's own metrics are untouched
     assert all("+" not in k for k in got)
     top = _artifacts(run_id, "explain")
-    assert {"explain/cam_grid_gradcam.png", "explain/faithfulness.json", "explain/maps"} <= top
+    assert {
+        "explain/cam_grid_gradcam.png",
+        "explain/faithfulness.json",
+        "explain/faithfulness_details.json",
+        "explain/maps",
+    } <= top
     assert "explain/maps/cams_gradcam.npz" in _artifacts(run_id, "explain/maps")
 
 
@@ -341,7 +354,10 @@ def test_manifold_stage_writes_logs_and_aligns_later_runs(
         assert 0.0 <= met["knn_accuracy"] <= 1.0
     plots = {p.name for p in (tmp_path / "a" / "plots").iterdir()}
     assert {"penultimate_pca.png", "penultimate_tsne.png", "manifold.html", "layouts.csv"} <= plots
-    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == first
+    assert json.loads((tmp_path / "a" / "metrics_details.json").read_text()) == first
+    compact = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert compact == manifold_metrics(first) and set(compact) == {"layouts"}
+    assert "silhouette_per_class" not in compact["layouts"]["penultimate/pca"]
     html = (tmp_path / "a" / "plots" / "manifold.html").read_text()
     assert "data:image/png;base64," in html or "FL_THUMBS=[" in html
 
@@ -350,7 +366,7 @@ def test_manifold_stage_writes_logs_and_aligns_later_runs(
     assert run.data.metrics["manifold.penultimate.pca.trustworthiness"] == pytest.approx(pca_tw)
     logged = _artifacts(run_id, "manifold")
     assert {"manifold/penultimate_pca.png", "manifold/manifold.html"} <= logged
-    assert "manifold/metrics.json" in logged
+    assert {"manifold/metrics.json", "manifold/metrics_details.json"} <= logged
 
     # The same model again: aligned to the reference, so the layout is reproduced exactly.
     ref_before = ref_file.read_text()
@@ -414,7 +430,7 @@ def test_pipeline_scripts_run_with_default_methods(tiny: Tiny, store: str, tmp_p
          "--metrics", str(out / "manifold/metrics.json"),
          "--reference-dir", str(tmp_path / "cache/manifold_reference")]
     )  # fmt: skip
-    faith = json.loads((out / "explain/faithfulness.json").read_text())
+    faith = json.loads((out / "explain/faithfulness_details.json").read_text())
     assert list(faith["sanity"]) == methods
     assert faith["sanity"]["scorecam"]["n_images"] == 1  # ScoreCAM only on scorecam_images
     assert np.load(out / "explain/maps/cams_scorecam.npz")["cams"].shape == (1, SIZE, SIZE)

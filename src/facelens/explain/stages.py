@@ -639,6 +639,49 @@ def _write_json(doc: Mapping[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
+def faithfulness_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The compact ``faithfulness.json`` that ``dvc metrics`` shows: the headline, the layer
+    and per method the localization lift (image and in-face), the randomization Spearman (and
+    whether it passed), ROAD combined and the confidence drop. Per-class and per-image detail
+    stay in ``faithfulness_details.json``."""
+    loc, san, dele = (summary.get(k, {}) for k in ("localization", "sanity", "deletion"))
+    methods = list(dict.fromkeys([*san, *loc, *dele]))
+    return _jsonable(
+        {
+            "layer": summary.get("meta", {}).get("layer"),
+            "headline": summary.get("headline", {}),
+            "methods": {
+                m: {
+                    "localization_lift": loc.get(m, {}).get("mean_lift"),
+                    "localization_lift_in_face": loc.get(m, {}).get("mean_lift_in_face"),
+                    "sanity_spearman": san.get(m, {}).get("spearman_mean"),
+                    "sanity_passed": san.get(m, {}).get("passed"),
+                    "road_combined": dele.get(m, {}).get("road_combined"),
+                    "confidence_drop": dele.get(m, {}).get("confidence_drop"),
+                }
+                for m in methods
+            },
+        }
+    )
+
+
+def manifold_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The compact manifold ``metrics.json`` for ``dvc metrics``: per layout trustworthiness,
+    k-NN accuracy (embedding, input and chance) and silhouette; the rest stays in
+    ``metrics_details.json``."""
+    keep = ("trustworthiness", "knn_accuracy", "knn_accuracy_input", "knn_chance", "silhouette")
+    return {
+        "layouts": {
+            name: {k: values[k] for k in keep if k in values}
+            for name, values in doc.get("layouts", {}).items()
+        }
+    }
+
+
+def _details_path(metrics_path: Path) -> Path:
+    return metrics_path.with_name(f"{metrics_path.stem}_details{metrics_path.suffix}")
+
+
 def explain_stage(
     params: Params,
     prepared_dir: Path,
@@ -654,9 +697,11 @@ def explain_stage(
 
     Writes ``figures_dir`` (``cam_grid_<method>.png``, ``class_<name>.png``,
     ``method_grid_*.png``, ``sanity_<method>.png``) and ``maps_dir`` (``cams_<method>.npz``)
-    atomically, then ``metrics_path`` (``faithfulness.json``). Logs the figures and the JSON to
-    the train run under ``explain/``, the maps under ``explain/maps/``, and the faithfulness
-    numbers as metrics ``explain.*``.
+    atomically, then the full summary beside ``metrics_path`` (``faithfulness_details.json``)
+    and ``metrics_path`` itself (``faithfulness.json``, :func:`faithfulness_metrics`, the
+    compact numbers ``dvc metrics`` shows). Logs the figures and both JSON files to the train
+    run under ``explain/``, the maps under ``explain/maps/``, and the faithfulness numbers as
+    metrics ``explain.*``.
 
     Args:
         params: all params (``explain`` and ``tracking`` are used).
@@ -669,7 +714,7 @@ def explain_stage(
         metrics_path: e.g. ``reports/explain/faithfulness.json``.
 
     Returns:
-        The ``faithfulness.json`` document.
+        The full summary (``faithfulness_details.json``).
     """
     from facelens.data.manifest import atomic_output_dir
 
@@ -689,13 +734,15 @@ def explain_stage(
     with atomic_output_dir(Path(maps_dir)) as tmp:
         for name, arrays in result.arrays.items():
             np.savez_compressed(tmp / name, **arrays)
-    _write_json(result.summary, Path(metrics_path))
+    compact = faithfulness_metrics(result.summary)
+    _write_json(result.summary, _details_path(Path(metrics_path)))
+    _write_json(compact, Path(metrics_path))
     if run_id is not None:
         files = {
             "": [Path(figures_dir) / n for n in sorted(result.figures)],
             "maps": [Path(maps_dir) / n for n in sorted(result.arrays)],
         }
-        docs = {"faithfulness.json": result.summary}
+        docs = {"faithfulness.json": compact, "faithfulness_details.json": result.summary}
         _log_to_run(params, run_id, "explain", files, docs, result.metrics())
     return result.summary
 
@@ -759,7 +806,9 @@ def manifold_stage(
     and ``dvc exp run`` experiments are Procrustes-aligned to it). Writes ``plots_dir``
     atomically (``<embedding>_<method>.png`` coloured by expression, by
     ``manifold.colour_attribute`` and by identity; ``manifold.html``, interactive with
-    thumbnails; ``layouts.csv``) and ``metrics_path``; logs all of it to the train run under
+    thumbnails; ``layouts.csv``), ``metrics_path`` (:func:`manifold_metrics`, for ``dvc
+    metrics``) and the full document beside it (``metrics_details.json``); logs all of it to
+    the train run under
     ``manifold/`` with metrics ``manifold.<embedding>.<method>.<metric>``.
 
     Args:
@@ -773,7 +822,7 @@ def manifold_stage(
         reference_dir: folder of reference layouts, e.g. ``cache/manifold_reference``.
 
     Returns:
-        The ``metrics.json`` document.
+        The full document (``metrics_details.json``).
     """
     from facelens.data.manifest import atomic_output_dir
     from facelens.explain.manifold import load_reference, run_manifold_analysis, thumbnail_png
@@ -853,9 +902,12 @@ def manifold_stage(
             names.append(name)
         layouts.to_csv(tmp / "layouts.csv", index=False)
         names.append("layouts.csv")
-    _write_json(doc, Path(metrics_path))
+    compact = manifold_metrics(doc)
+    _write_json(doc, _details_path(Path(metrics_path)))
+    _write_json(compact, Path(metrics_path))
     if run_id is not None:
         flat = {metric_key(f"manifold.{k}"): v for k, v in result.flat_metrics().items()}
         files = {"": [Path(plots_dir) / n for n in names]}
-        _log_to_run(params, run_id, "manifold", files, {"metrics.json": doc}, flat)
+        docs = {"metrics.json": compact, "metrics_details.json": doc}
+        _log_to_run(params, run_id, "manifold", files, docs, flat)
     return doc
