@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -13,16 +12,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from facelens.config import load_params
 from facelens.explain.stages import explain_stage
-from facelens.stage import run_stage
+from facelens.stage import read_run_id, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--prepared", type=Path, required=True)
-    ap.add_argument("--splits", type=Path, required=True)
-    ap.add_argument("--model-dir", type=Path, required=True)
-    ap.add_argument("--run-file", type=Path, required=True, help="JSON with the train run id")
+    ap = stage_parser(__doc__, data=True, model=True)
     ap.add_argument("--figures", type=Path, required=True, help="figure directory to write")
     ap.add_argument("--maps", type=Path, required=True, help="raw CAM directory to write")
     ap.add_argument(
@@ -33,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    run_id = json.loads(args.run_file.read_text())["run_id"]
+    run_id = read_run_id(args.run_file)
     summary = explain_stage(
         params,
         args.prepared,

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from facelens.config import load_params
-from facelens.stage import run_stage
+from facelens.stage import run_stage, stage_parser
 from facelens.workflows import train_final
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--prepared", type=Path, required=True)
-    ap.add_argument("--splits", type=Path, required=True)
+    ap = stage_parser(__doc__, data=True)
     ap.add_argument("--best-params", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path, required=True, help="exported model directory")
     ap.add_argument("--run-file", type=Path, required=True, help="JSON with the MLflow run id")
@@ -27,6 +23,12 @@ def main(argv: list[str] | None = None) -> None:
     info = train_final(
         params, args.prepared, args.splits, best, args.model_dir, checkpoint_root=args.checkpoints
     )
+    if info["resumed_from_epoch"]:
+        print(
+            f"train: resumed run {info['run_id']} from its epoch-{info['resumed_from_epoch']} "
+            "checkpoint",
+            file=sys.stderr,
+        )
     args.run_file.parent.mkdir(parents=True, exist_ok=True)
     args.run_file.write_text(json.dumps(info, indent=2) + "\n")
     print(

@@ -6,21 +6,17 @@ so a killed `dvc repro` resumes it: trials already done are kept.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from facelens.config import load_params
-from facelens.stage import StageError, run_stage
+from facelens.stage import StageError, run_stage, stage_parser
 from facelens.workflows import tune_study
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--prepared", type=Path, required=True)
-    ap.add_argument("--splits", type=Path, required=True)
+    ap = stage_parser(__doc__, data=True)
     ap.add_argument("--best-params", type=Path, required=True, help="best_params.json to write")
     ap.add_argument("--reports", type=Path, required=True, help="tuning report directory")
     ap.add_argument("--cache", type=Path, default=Path("cache/activations"))

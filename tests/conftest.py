@@ -254,7 +254,6 @@ def export_tiny_model() -> Callable[[Path], Path]:
     def export(root: Path) -> Path:
         from facelens.constants import EXPRESSIONS
         from facelens.models.vgg import (
-            DEFAULT_NORM,
             ModelMeta,
             ModelParams,
             build_model,
@@ -267,17 +266,8 @@ def export_tiny_model() -> Callable[[Path], Path]:
             dropout=0.0,
             seed=0,
         )
-        meta = ModelMeta(
-            task="expression",
-            arch="vgg16",
-            num_outputs=7,
-            output_names=EXPRESSIONS,
-            input_size=32,
-            head=model.head,
-            dropout=0.0,
-            weights_source=source,
-            norm_mean=DEFAULT_NORM[0],
-            norm_std=DEFAULT_NORM[1],
+        meta = ModelMeta.for_model(
+            model, task="expression", output_names=EXPRESSIONS, input_size=32, weights_source=source
         )
         export_model(model, meta, root / "exported")
         return root / "exported"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -176,8 +175,8 @@ def train_final(
     MLflow run id, so a resumed training continues the same run.
 
     Returns:
-        ``{"run_id", "model_uri", "best_val_metric", "best_epoch", "data_version",
-        "weights_source"}`` (written to ``models/run.json``).
+        ``{"run_id", "model_uri", "best_val_metric", "best_epoch", "resumed_from_epoch"
+        (0 = not resumed), "data_version", "weights_source", "task"}`` (written to ``models/run.json``).
     """
     import mlflow
 
@@ -239,11 +238,6 @@ def train_final(
         history = trained.history
         if history.resumed_from:
             mlflow.set_tag("resumed_from_epoch", str(history.resumed_from))
-            print(
-                f"train: resumed run {run_id} from its epoch-{history.resumed_from} checkpoint "
-                f"in {ckpt_dir}",
-                file=sys.stderr,
-            )
         mlflow.log_metrics(
             {
                 "best_val_metric": float(history.best_val_metric),
@@ -263,6 +257,7 @@ def train_final(
         "model_uri": info.model_uri,
         "best_val_metric": float(history.best_val_metric),
         "best_epoch": int(history.best_epoch),
+        "resumed_from_epoch": int(history.resumed_from),
         "data_version": data_version,
         "weights_source": trained.meta.weights_source,
         "task": params.task,

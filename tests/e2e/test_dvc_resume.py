@@ -61,22 +61,10 @@ def _env(proj: Path) -> dict[str, str]:
     return env
 
 
-def _repro(proj: Path, target: str, log: Path) -> subprocess.CompletedProcess:
+def _start(proj: Path, target: str, log: Path) -> subprocess.Popen:
+    """``dvc repro target`` in its own process group, its output appended to ``log``."""
     with log.open("a") as out:
-        return subprocess.run(
-            [BIN / "dvc", "repro", target],
-            cwd=proj,
-            env=_env(proj),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=_WAIT_S,
-        )
-
-
-def _interrupt_when(proj: Path, target: str, log: Path, ready: Callable[[], bool]) -> int:
-    """Start ``dvc repro target``; SIGINT its process group once ``ready()``; its exit code."""
-    with log.open("a") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [BIN / "dvc", "repro", target],
             cwd=proj,
             env=_env(proj),
@@ -84,6 +72,16 @@ def _interrupt_when(proj: Path, target: str, log: Path, ready: Callable[[], bool
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def _repro(proj: Path, target: str, log: Path) -> int:
+    """Run ``dvc repro target`` to the end; its exit code."""
+    return _start(proj, target, log).wait(timeout=_WAIT_S)
+
+
+def _interrupt_when(proj: Path, target: str, log: Path, ready: Callable[[], bool]) -> int:
+    """Start ``dvc repro target``; SIGINT its process group once ``ready()``; its exit code."""
+    proc = _start(proj, target, log)
     deadline = time.monotonic() + _WAIT_S
     try:
         while not ready():
@@ -132,7 +130,7 @@ def test_interrupted_repro_resumes_the_study_and_the_training(tmp_path: Path) ->
     assert len({t[0] for t in _trials(proj)}) == 1
 
     done = _repro(proj, "tune", log)
-    assert done.returncode == 0, log.read_text()
+    assert done == 0, log.read_text()
     complete = _complete(proj)
     assert len(complete) == 6  # n_trials counts the kept trials: only the rest ran
     assert set(kept) <= set(complete)  # same study, same trials, same start times
@@ -155,7 +153,7 @@ def test_interrupted_repro_resumes_the_study_and_the_training(tmp_path: Path) ->
     assert MlflowClient().get_run(first_run).info.status == "KILLED"
 
     done = _repro(proj, "train", log)
-    assert done.returncode == 0, log.read_text()
+    assert done == 0, log.read_text()
     info = json.loads((proj / "models" / "run.json").read_text())
     assert info["run_id"] == first_run  # the same MLflow run continued
     run = MlflowClient().get_run(first_run)

@@ -209,17 +209,13 @@ def tracked_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
     prepare_dataset(DataParams(image_size=SIZE, synth=SynthParams(n_identities=6)), prepared)
     split_prepared(prepared, splits, SplitParams(val_fraction=0.2, test_fraction=0.4))
     model, source = build_model(ModelParams(input_size=SIZE, weights="none"), num_outputs=7)
-    meta = ModelMeta(
+    meta = ModelMeta.for_model(
+        model,
         task="expression",
-        arch=model.arch,
-        num_outputs=7,
-        output_names=tuple(EXPRESSIONS),
+        output_names=EXPRESSIONS,
         input_size=SIZE,
-        head=model.head,
-        dropout=model.dropout,
         weights_source=source,
-        norm_mean=(0.5, 0.5, 0.5),
-        norm_std=(0.25, 0.25, 0.25),
+        norm=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
     )
     export_model(model.eval(), meta, tmp_path / "model")
     with tracked_run("train expression") as run:

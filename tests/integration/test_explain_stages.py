@@ -62,19 +62,14 @@ def _export(out: Path, task: str, names: tuple[str, ...], seed: int, rows: pd.Da
     if task == "attributes":
         values = rows[[f"attr_{a}" for a in names]].to_numpy(dtype=float)
         stats = (tuple(values.mean(axis=0)), tuple(values.std(axis=0) + 1e-3))
-    meta = ModelMeta(
+    meta = ModelMeta.for_model(
+        model,
         task=task,
-        arch=model.arch,
-        num_outputs=len(names),
         output_names=names,
         input_size=SIZE,
-        head=model.head,
-        dropout=model.dropout,
         weights_source=source,
-        norm_mean=(0.5, 0.5, 0.5),
-        norm_std=(0.25, 0.25, 0.25),
-        target_mean=None if stats is None else stats[0],
-        target_std=None if stats is None else stats[1],
+        norm=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        target_stats=stats,
     )
     export_model(model.eval(), meta, out)
     return out

@@ -172,21 +172,17 @@ def test_pyfunc_roundtrip_with_bad_rows(mlflow_store, tmp_path, task) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = vgg.FaceVGG("vgg16", num_outputs=len(names), head="pooled", dropout=0.0)
-    stats = {}
+    stats = None
     if task == "attributes":
-        stats = {"target_mean": (5.0, 4.0, 6.0), "target_std": (1.0, 2.0, 0.5)}
-    meta = vgg.ModelMeta(
+        stats = ((5.0, 4.0, 6.0), (1.0, 2.0, 0.5))
+    meta = vgg.ModelMeta.for_model(
+        model,
         task=task,
-        arch="vgg16",
-        num_outputs=len(names),
-        output_names=tuple(names),
+        output_names=names,
         input_size=32,
-        head="pooled",
-        dropout=0.0,
         weights_source="none",
-        norm_mean=(0.5, 0.5, 0.5),
-        norm_std=(0.25, 0.25, 0.25),
-        **stats,
+        norm=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        target_stats=stats,
     )
     vgg.export_model(model, meta, tmp_path / "exported")
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.data.images import CODES, decode_image
-from facelens.models.vgg import DEFAULT_NORM, ModelMeta, ModelParams, build_model, export_model
+from facelens.models.vgg import ModelMeta, ModelParams, build_model, export_model
 from facelens.serving.pyfunc import (
     CAM_COLUMNS,
     ROW_CODES,
@@ -37,21 +37,16 @@ def _export(root: Path, task: str) -> tuple[Path, ModelMeta]:
         dropout=0.0,
         seed=0,
     )
-    stats = {}
+    stats = None
     if task == "attributes":
-        stats = {"target_mean": (5.0, 4.0, 6.0, 3.0), "target_std": (1.0, 2.0, 0.5, 1.5)}
-    meta = ModelMeta(
+        stats = ((5.0, 4.0, 6.0, 3.0), (1.0, 2.0, 0.5, 1.5))
+    meta = ModelMeta.for_model(
+        model,
         task=task,
-        arch="vgg16",
-        num_outputs=len(names),
-        output_names=tuple(names),
+        output_names=names,
         input_size=32,
-        head=model.head,
-        dropout=0.0,
         weights_source=source,
-        norm_mean=DEFAULT_NORM[0],
-        norm_std=DEFAULT_NORM[1],
-        **stats,
+        target_stats=stats,
     )
     export_model(model, meta, root / task)
     return root / task, meta

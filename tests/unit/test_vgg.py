@@ -49,17 +49,8 @@ def _torchvision_features_state(batch_norm: bool, seed: int = 1) -> dict[str, to
 
 
 def _meta(model: FaceVGG, names: tuple[str, ...]) -> ModelMeta:
-    return ModelMeta(
-        task="expression",
-        arch=model.arch,
-        num_outputs=model.num_outputs,
-        output_names=names,
-        input_size=32,
-        head=model.head,
-        dropout=model.dropout,
-        weights_source="none",
-        norm_mean=DEFAULT_NORM[0],
-        norm_std=DEFAULT_NORM[1],
+    return ModelMeta.for_model(
+        model, task="expression", output_names=names, input_size=32, weights_source="none"
     )
 
 

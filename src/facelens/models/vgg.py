@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -591,6 +591,39 @@ class ModelMeta:
             value = getattr(self, name)
             if value is not None and len(value) != self.num_outputs:
                 raise ValueError(f"{name} must have {self.num_outputs} values; got {len(value)}")
+
+    @classmethod
+    def for_model(
+        cls,
+        model: FaceVGG,
+        *,
+        task: str,
+        output_names: Sequence[str],
+        input_size: int,
+        weights_source: str,
+        norm: tuple[Sequence[float], Sequence[float]] = DEFAULT_NORM,
+        target_stats: tuple[Sequence[float], Sequence[float]] | None = None,
+    ) -> ModelMeta:
+        """The metadata of ``model`` (arch, head, dropout and width are read off it).
+
+        Args:
+            norm: image ``(mean, std)`` the model was trained with.
+            target_stats: ``(mean, std)`` of the standardised attribute targets, or None.
+        """
+        return cls(
+            task=task,
+            arch=model.arch,
+            num_outputs=model.num_outputs,
+            output_names=tuple(output_names),
+            input_size=int(input_size),
+            head=model.head,
+            dropout=model.dropout,
+            weights_source=weights_source,
+            norm_mean=tuple(float(x) for x in norm[0]),
+            norm_std=tuple(float(x) for x in norm[1]),
+            target_mean=None if target_stats is None else tuple(float(x) for x in target_stats[0]),
+            target_std=None if target_stats is None else tuple(float(x) for x in target_stats[1]),
+        )
 
     def to_json(self) -> str:
         """Serialise to a JSON string."""

@@ -117,14 +117,13 @@ def build_datasets(
     )
     val_tf = make_transform(size, train=False, augment=0.0, norm_mean=norm[0], norm_std=norm[1])
 
+    decoded_sets = {} if memo is None else memo
+
     def decoded(role: str, rows: pd.DataFrame) -> FaceDataset:
         key = (role, recipe.task, size)
-        if memo is None or key not in memo:
-            ds = FaceDataset(rows, root, recipe.task, size, None, target_stats=stats)
-            if memo is None:
-                return ds
-            memo[key] = ds
-        return memo[key]
+        if key not in decoded_sets:
+            decoded_sets[key] = FaceDataset(rows, root, recipe.task, size, None, target_stats=stats)
+        return decoded_sets[key]
 
     train_ds = decoded("train", train_rows).with_transform(train_tf)
     val_ds = decoded("val", val_rows).with_transform(val_tf)
@@ -190,18 +189,13 @@ def train_model(
         cache_key_fields=key_fields,
         progress=progress,
     )
-    meta = ModelMeta(
+    meta = ModelMeta.for_model(
+        model,
         task=recipe.task,
-        arch=recipe.model.arch,
-        num_outputs=len(names),
-        output_names=tuple(names),
+        output_names=names,
         input_size=recipe.model.input_size,
-        head=recipe.train.head,
-        dropout=recipe.train.dropout,
         weights_source=weights_source,
-        norm_mean=tuple(norm[0]),
-        norm_std=tuple(norm[1]),
-        target_mean=None if stats is None else tuple(float(x) for x in stats[0]),
-        target_std=None if stats is None else tuple(float(x) for x in stats[1]),
+        norm=norm,
+        target_stats=stats,
     )
     return TrainedModel(model=model, meta=meta, history=history)

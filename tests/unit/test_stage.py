@@ -1,0 +1,49 @@
+"""Shared stage-script helpers: the common options and the run-file reader."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from facelens.stage import StageError, read_run_id, run_stage, stage_parser
+
+
+def test_stage_parser_adds_the_options_of_its_kind() -> None:
+    args = stage_parser("x", data=True, model=True).parse_args(
+        ["--prepared", "p", "--splits", "s", "--model-dir", "m", "--run-file", "r.json"]
+    )
+    assert (args.params, args.prepared, args.splits) == (Path("params.yaml"), Path("p"), Path("s"))
+    assert (args.model_dir, args.run_file) == (Path("m"), Path("r.json"))
+    with pytest.raises(SystemExit):  # --prepared is required for a data stage
+        stage_parser("x", data=True).parse_args([])
+    assert not hasattr(stage_parser("x").parse_args([]), "prepared")
+
+
+@pytest.mark.parametrize(
+    "content", [None, "not json", json.dumps({"model_uri": "runs:/x/model"}), "[1, 2]"]
+)
+def test_read_run_id_names_the_file_when_it_cannot(
+    tmp_path: Path, content: str | None, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    previous = signal.getsignal(signal.SIGINT)  # run_stage installs its Ctrl-C handler
+    monkeypatch.setattr(signal, "signal", lambda *a: previous)
+    run_file = tmp_path / "run.json"
+    if content is not None:
+        run_file.write_text(content)
+    with pytest.raises(StageError, match=r"run\.json: no train run id"):
+        read_run_id(run_file)
+
+    def main() -> None:
+        read_run_id(run_file)
+
+    assert run_stage(main) == 1  # one line, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_read_run_id(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": "abc123", "best_epoch": 3}))
+    assert read_run_id(tmp_path / "run.json") == "abc123"
