@@ -178,6 +178,11 @@ def main() -> None:
     args = ap.parse_args()
     if any(not 0 <= b <= 4 for b in args.blocks):
         ap.error("--blocks values must be in 0..4 (5 trains everything: nothing to cache)")
+    for name in ("identities", "trials", "epochs"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be >= 1; got {getattr(args, name)}")
+    if args.size < 32:
+        ap.error(f"--size must be >= 32 (VGG16 halves it five times); got {args.size}")
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     torch.manual_seed(0)
