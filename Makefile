@@ -30,8 +30,8 @@ test: $(STAMP)  ## ruff + the whole test suite (slow tests included)
 	$(BIN)/ruff format --check src tests pipelines benchmarks
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)  ## tests without the slow ones
-	$(BIN)/python -m pytest -q -m "not slow"
+test-fast: $(STAMP)  ## the unit tier: pure tests, under 90 s
+	$(BIN)/python -m pytest -q -m unit
 
 format: $(STAMP)  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix src tests pipelines benchmarks

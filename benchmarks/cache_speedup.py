@@ -1,7 +1,7 @@
 """Frozen-prefix activation cache: the same small Optuna study tuned with and without it.
 
 For each ``--blocks`` value (trainable trailing blocks; the rest of VGG16-BN is frozen) the
-same seeded study runs twice through the real ``tune_study`` (MLflow nested runs included):
+same seeded study runs twice through the real ``tune`` stage core (``facelens.stages.tune.run``) (MLflow nested runs included):
 once training on cached activations of the frozen prefix, once recomputing the prefix every
 step. Printed per study: trials per hour of each arm with the one-off cache build included and
 in steady state (trials after the first), their ratios, the best validation metric of each
@@ -33,10 +33,12 @@ import torch
 from torch import nn
 
 from facelens.config import parse_params
+from facelens.data.manifest import data_version
 from facelens.data.prepare import prepare_dataset
 from facelens.data.split import split_prepared
-from facelens.models.vgg import ModelParams, build_model
-from facelens.workflows import data_version_of, study_name_for, tune_study
+from facelens.models.params import ModelParams
+from facelens.models.vgg import build_model
+from facelens.stages import tune
 
 
 def _params(identities: int, trials: int, epochs: int, size: int, blocks: int, root: Path) -> dict:
@@ -127,7 +129,7 @@ def run_study_arms(args: argparse.Namespace, blocks: int, root: Path) -> dict:
             update={"tune": params.tune.model_copy(update={"storage": storage})}
         )
         t0 = time.perf_counter()
-        result = tune_study(
+        result = tune.run(
             arm_params,
             prepared,
             splits,
@@ -149,7 +151,7 @@ def run_study_arms(args: argparse.Namespace, blocks: int, root: Path) -> dict:
         }
     prefix, suffix = conv_macs(args.size, blocks)
     results["arithmetic_bound"] = (prefix + 3 * suffix) / (3 * suffix)
-    results["study_name"] = study_name_for(params, data_version_of(prepared))
+    results["study_name"] = tune.study_name(params, data_version(prepared))
     return results
 
 

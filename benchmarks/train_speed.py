@@ -23,8 +23,10 @@ import torch
 
 from facelens.data.dataset import FaceDataset, make_transform
 from facelens.models.cache import ActivationCache
-from facelens.models.vgg import DEFAULT_NORM, ModelParams, build_model
-from facelens.training.fit import TrainParams, fit
+from facelens.models.params import ModelParams
+from facelens.models.vgg import DEFAULT_NORM, build_model
+from facelens.training.fit import fit
+from facelens.training.params import TrainParams
 
 __all__ = ["measure"]
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from facelens.config import load_params
-from facelens.stage import read_run_id, run_stage, stage_parser
-from facelens.workflows import evaluate_model
+from facelens.stages import evaluate
+from facelens.stages.common import read_run_id, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     run_id = read_run_id(args.run_file)
-    metrics = evaluate_model(
+    metrics = evaluate.run(
         params, args.prepared, args.splits, args.model_dir, run_id, args.metrics, args.plots
     )
     headline = {k: v for k, v in metrics.items() if isinstance(v, float)}

@@ -11,8 +11,8 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from facelens.config import load_params
-from facelens.explain.stages import explain_stage
-from facelens.stage import read_run_id, run_stage, stage_parser
+from facelens.stages import explain
+from facelens.stages.common import read_run_id, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     run_id = read_run_id(args.run_file)
-    summary = explain_stage(
+    summary = explain.run(
         params,
         args.prepared,
         args.splits,

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from facelens.config import load_params
-from facelens.explain.stages import manifold_stage
-from facelens.stage import read_run_id, run_stage, stage_parser
+from facelens.stages import manifold
+from facelens.stages.common import read_run_id, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     run_id = read_run_id(args.run_file)
-    doc = manifold_stage(
+    doc = manifold.run(
         params,
         args.prepared,
         args.splits,

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from facelens.config import load_params
-from facelens.data.prepare import prepare_dataset
-from facelens.stage import progress_printer, run_stage
+from facelens.stages import prepare
+from facelens.stages.common import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="prepared dataset directory")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    report = prepare_dataset(params.data, args.out, progress=progress_printer("prepare"))
+    report = prepare.run(params, args.out)
     print(
         f"prepare: {report.n_images} images, {report.n_quarantined} quarantined "
         f"{dict(report.quarantine_by_reason)}, {len(report.exact_duplicates)} exact-duplicate "

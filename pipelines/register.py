@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from facelens._io import write_json
 from facelens.config import load_params
-from facelens.stage import run_stage
-from facelens.workflows import register_model
+from facelens.stages import register
+from facelens.stages.common import read_json_file, read_run_file, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,10 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="registry decision JSON")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    run = json.loads(args.run_file.read_text())
-    decision = register_model(params, run, json.loads(args.metrics.read_text()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(decision, indent=2) + "\n")
+    metrics = read_json_file(args.metrics, made_by="evaluate")
+    decision = register.run(params, read_run_file(args.run_file), metrics)
+    write_json(args.out, decision)
     print(f"register: {decision['name']} v{decision['version']}: {decision['reason']}")
 
 

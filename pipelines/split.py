@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from facelens.config import load_params
-from facelens.data.split import split_prepared
-from facelens.stage import run_stage
+from facelens.stages import split
+from facelens.stages.common import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="splits directory")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    result = split_prepared(args.prepared, args.out, params.split)
+    result = split.run(params, args.prepared, args.out)
     sizes = {
         name: len(df)
         for name, df in (("train", result.train), ("val", result.val), ("test", result.test))

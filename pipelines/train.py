@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from facelens._io import write_json
 from facelens.config import load_params
-from facelens.stage import run_stage, stage_parser
-from facelens.workflows import train_final
+from facelens.stages import train
+from facelens.stages.common import read_json_file, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    best = json.loads(args.best_params.read_text())["params"]
-    info = train_final(
+    best = read_json_file(args.best_params, made_by="tune", key="params")
+    info = train.run(
         params, args.prepared, args.splits, best, args.model_dir, checkpoint_root=args.checkpoints
     )
     if info["resumed_from_epoch"]:
@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> None:
             "checkpoint",
             file=sys.stderr,
         )
-    args.run_file.parent.mkdir(parents=True, exist_ok=True)
-    args.run_file.write_text(json.dumps(info, indent=2) + "\n")
+    write_json(args.run_file, info)
     print(
         f"train: run {info['run_id']}: best val {info['best_val_metric']:.4f} -> {args.model_dir}"
     )

@@ -6,13 +6,14 @@ so a killed `dvc repro` resumes it: trials already done are kept.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from facelens._io import write_json
 from facelens.config import load_params
-from facelens.stage import StageError, run_stage, stage_parser
-from facelens.workflows import tune_study
+from facelens.errors import StageError
+from facelens.stages import tune
+from facelens.stages.common import run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,18 +23,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=Path("cache/activations"))
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    result = tune_study(params, args.prepared, args.splits, cache_dir=args.cache)
-    args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / "study.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    result = tune.run(params, args.prepared, args.splits, cache_dir=args.cache)
+    write_json(args.reports / "study.json", result.to_dict())
     summary = (
         f"tune: study {result.study_name}: {result.n_complete} complete, "
         f"{result.n_pruned} pruned, {result.n_failed} failed"
     )
     if result.best_value is None:
         raise StageError(f"{summary}; no trial completed, so there are no best params")
-    args.best_params.parent.mkdir(parents=True, exist_ok=True)
     best = {"params": result.best_params, "value": result.best_value, "study": result.study_name}
-    args.best_params.write_text(json.dumps(best, indent=2) + "\n")
+    write_json(args.best_params, best)
     print(f"{summary}; best {result.best_value:.4f} with {result.best_params}")
     for note in result.notes:
         print(f"tune: note: {note}")

@@ -58,6 +58,20 @@ def _png_bomb(width: int, height: int) -> bytes:
     )
 
 
+TESTS = Path(__file__).resolve().parent
+#: Test tiers, one folder each; every test gets its folder's marker (``-m unit`` etc.).
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier (the folder it lives in): ``make test-fast`` = ``-m unit``."""
+    for item in items:
+        tier = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(getattr(pytest.mark, tier))
+
+
 @pytest.fixture
 def make_image() -> Callable[..., np.ndarray]:
     """``make_image(seed, height=40, width=40, gray=False) -> uint8 array``."""
@@ -227,24 +241,23 @@ def attributes_xlsx(tmp_path: Path) -> TinySource:
 @pytest.fixture(autouse=True)
 def _isolated_tracking(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """No test writes to the repository's mlflow.db / optuna.db, and no test inherits another
-    test's global MLflow tracking URI (``mlflow.set_tracking_uri`` is process-global)."""
+    test's global MLflow tracking URI (``mlflow.set_tracking_uri`` is process-global): each
+    test starts from the session's private default store."""
     import os
     import sys
 
     if "MLFLOW_TRACKING_URI" not in os.environ:
         base = tmp_path_factory.getbasetemp()
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{base}/default-mlflow.db")
+    default_uri = os.environ["MLFLOW_TRACKING_URI"]
     monkeypatch.setenv("FACELENS_OFFLINE", "1")
     yield
     if "mlflow" in sys.modules:
         import mlflow
-        from mlflow.tracking._model_registry import utils as registry_utils
-        from mlflow.tracking._tracking_service import utils as tracking_utils
 
         while mlflow.active_run() is not None:
             mlflow.end_run()
-        tracking_utils._tracking_uri = None
-        registry_utils._registry_uri = None
+        mlflow.set_tracking_uri(default_uri)
 
 
 @pytest.fixture(scope="session")
@@ -253,12 +266,8 @@ def export_tiny_model() -> Callable[[Path], Path]:
 
     def export(root: Path) -> Path:
         from facelens.constants import EXPRESSIONS
-        from facelens.models.vgg import (
-            ModelMeta,
-            ModelParams,
-            build_model,
-            export_model,
-        )
+        from facelens.models.params import ModelParams
+        from facelens.models.vgg import ModelMeta, build_model, export_model
 
         model, source = build_model(
             ModelParams(arch="vgg16", weights="none", input_size=32),
@@ -303,3 +312,69 @@ def sqlite_store(
         return uri
 
     return make
+
+
+REPO = TESTS.parent
+
+
+def tiny_params(repo: Path = REPO) -> dict:
+    """``params.yaml`` shrunk for a whole pipeline in about a minute: 32 px, 12 identities,
+    untrained weights, one 1-epoch trial, the two fastest CAM methods, PCA layouts only."""
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["image_size"] = 32
+    params["data"]["synth"]["n_identities"] = 12
+    params["model"].update({"input_size": 32, "weights": "none"})
+    params["train"].update({"epochs": 1, "batch_size": 16})
+    params["tune"].update({"n_trials": 1, "pruner": "none", "train_fraction": 1.0})
+    params["tune"]["space"].update({"epochs": [1], "batch_size": [16]})
+    params["explain"].update(
+        {"methods": ["gradcam", "eigencam"], "per_class": 1, "road": False, "batch_size": 8}
+    )
+    params["manifold"].update({"methods": ["pca"], "max_points": 40, "anchors": 10})
+    return params
+
+
+def copy_project(dest: Path, params: dict | None = None, *, git: bool = False) -> Path:
+    """A copy of the pipeline (``dvc.yaml``, ``params.yaml``, ``pipelines/``, ``src/``,
+    ``.dvcignore``, ``.gitignore``) initialised as a DVC project at ``dest``; with ``git``
+    also a git repository with one commit (``dvc exp`` needs one). Returns ``dest``."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    dest.mkdir(parents=True)
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, dest / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("pipelines", "src"):
+        shutil.copytree(REPO / name, dest / name, ignore=ignore)
+    text = yaml.safe_dump(params, sort_keys=False) if params else (REPO / "params.yaml").read_text()
+    (dest / "params.yaml").write_text(text)
+    dvc = Path(sys.executable).parent / "dvc"
+
+    def run(*cmd: object) -> None:
+        subprocess.run([str(c) for c in cmd], cwd=dest, check=True, capture_output=True)
+
+    if git:
+        run("git", "init", "-q")
+        run(dvc, "init", "-q")
+        run("git", "add", "-A")
+        run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project")
+    else:
+        run(dvc, "init", "--no-scm", "-q")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def dvc_project() -> Callable[..., Path]:
+    """Factory: :func:`copy_project` (a copy of the pipeline initialised as a DVC project)."""
+    return copy_project
+
+
+@pytest.fixture(scope="session")
+def pipeline_params() -> Callable[[], dict]:
+    """Factory: :func:`tiny_params` (``params.yaml`` shrunk to run in about a minute)."""
+    return tiny_params

@@ -294,7 +294,8 @@ _ModelOption = Annotated[
         "--model",
         "-m",
         help="MLflow model URI (models:/name@alias, models:/name/3, runs:/<id>/model, a local "
-        "model folder) or a run id; default models:/facelens-<task>@champion.",
+        "model folder) or a run id; default models:/<registry.model_name>@<registry.champion_alias> "
+        "of ./params.yaml (models:/facelens-<task>@champion).",
     ),
 ]
 _TaskOption = Annotated[
@@ -336,7 +337,7 @@ def _model_uri(model: str | None, task: str) -> str:
     if task not in _TASKS:
         raise typer.BadParameter(f"got {task!r}; allowed: {', '.join(_TASKS)}", param_hint="--task")
     if model is None or not model.strip():
-        return f"models:/facelens-{task}@champion"
+        return _load_params_or_default(None).registry.champion_uri(task)
     text = model.strip()
     if ":" in text or "/" in text or Path(text).is_dir():
         return text
@@ -804,7 +805,7 @@ def compare(
 
         facelens compare models:/facelens-expression@champion models:/facelens-expression@challenger --log
     """
-    from facelens.explain.compare import compare_runs
+    from facelens.tracking.compare import compare_runs
 
     if out_html.suffix.lower() not in (".html", ".htm") or out_html.is_dir():
         raise typer.BadParameter(f"got {out_html}; --out must be an .html file", param_hint="--out")

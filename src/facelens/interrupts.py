@@ -3,7 +3,7 @@
 Python turns SIGINT into ``KeyboardInterrupt`` wherever the main thread happens to be, and
 an exception raised inside a finaliser or a garbage-collection callback (SQLAlchemy has
 several) is printed and *swallowed*: the stage would then run on as if nothing had happened.
-:func:`install` (called by :func:`facelens.stage.run_stage`) keeps Python's behaviour and also
+:func:`install` (called by :func:`facelens.stages.common.run_stage`) keeps Python's behaviour and also
 records the request, and the long loops call :func:`raise_if_requested` at safe points (each
 training batch, each cached batch, each trial), so a swallowed interrupt is raised again
 within one batch. Without :func:`install` (library use, tests) the checks are no-ops.

@@ -33,14 +33,18 @@ from urllib.parse import urlparse
 import mlflow
 import pytest
 
-from facelens.config import ExplainParams, ManifoldParams, Params
+from facelens.config import Params
 from facelens.constants import EXPRESSIONS
 from facelens.data.params import DataParams, SplitParams
 from facelens.data.prepare import prepare_dataset
 from facelens.data.split import split_prepared
 from facelens.data.synth import SynthParams
-from facelens.explain.stages import explain_stage, manifold_stage
-from facelens.models.vgg import ModelMeta, ModelParams, build_model, export_model
+from facelens.explain.params import ExplainParams
+from facelens.manifold.params import ManifoldParams
+from facelens.models.params import ModelParams
+from facelens.models.vgg import ModelMeta, build_model, export_model
+from facelens.stages.explain import run as explain_stage
+from facelens.stages.manifold import run as manifold_stage
 from facelens.tracking.runs import configure, tracked_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -1,6 +1,6 @@
 """The real ``mlflow models serve`` process serving a registered facelens model.
 
-A tiny random VGG16 is exported, logged with ``log_pytorch_pyfunc``, registered and aliased
+A tiny random VGG16 is exported, logged with ``log_pyfunc_model``, registered and aliased
 ``champion`` in a private sqlite store; then ``mlflow models serve -m
 models:/facelens-expression@champion --env-manager local`` is started as a subprocess and
 exercised over HTTP with valid and hostile payloads.
@@ -50,16 +50,17 @@ def _free_port() -> int:
 def _register_champion(root: Path, uri: str, export: Callable[[Path], Path]) -> None:
     from mlflow import MlflowClient
 
-    from facelens.tracking.registry import CHAMPION, log_pytorch_pyfunc, register
+    from facelens.serving.log_model import log_pyfunc_model
+    from facelens.tracking.registry import register
     from facelens.tracking.runs import configure, tracked_run
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         configure(None, "e2e-serving", artifact_location=str(root / "artifacts"))
         with tracked_run("train"):
-            info = log_pytorch_pyfunc(export(root))
+            info = log_pyfunc_model(export(root))
         version = register(info.model_uri, NAME)
-        MlflowClient(tracking_uri=uri).set_registered_model_alias(NAME, CHAMPION, version.version)
+        MlflowClient(tracking_uri=uri).set_registered_model_alias(NAME, "champion", version.version)
 
 
 def _get(url: str, timeout: float = 5.0) -> int:

@@ -19,28 +19,32 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from facelens.config import ExplainParams, ManifoldParams, Params, _CamMethod
+from facelens.config import Params
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
+from facelens.data.dataset import load_splits
+from facelens.data.manifest import data_version as data_version_of
 from facelens.data.params import DataParams, SplitParams
 from facelens.data.prepare import prepare_dataset
 from facelens.data.split import split_prepared
 from facelens.data.synth import SynthParams
 from facelens.explain.cams import METHODS
-from facelens.explain.stages import (
+from facelens.explain.params import CamMethod, ExplainParams
+from facelens.explain.report import (
     explain_probes,
-    explain_stage,
     faithfulness_metrics,
-    manifold_features,
-    manifold_metrics,
-    manifold_stage,
     method_slug,
     metric_key,
     randomized_layers,
     select_probes,
 )
-from facelens.models.vgg import ModelMeta, ModelParams, build_model, export_model, load_exported
+from facelens.manifold.features import compact_metrics as manifold_metrics
+from facelens.manifold.features import manifold_features
+from facelens.manifold.params import ManifoldParams
+from facelens.models.params import ModelParams
+from facelens.models.vgg import ModelMeta, build_model, export_model, load_exported
+from facelens.stages.explain import run as explain_stage
+from facelens.stages.manifold import run as manifold_stage
 from facelens.tracking.runs import configure, tracked_run
-from facelens.workflows import data_version_of, load_splits
 
 SIZE = 32
 
@@ -124,7 +128,7 @@ def _params(**explain: object) -> Params:
 
 
 def test_params_cam_methods_match_the_library() -> None:
-    assert set(get_args(_CamMethod)) == set(METHODS)
+    assert set(get_args(CamMethod)) == set(METHODS)
 
 
 @pytest.mark.parametrize(

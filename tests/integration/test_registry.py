@@ -12,8 +12,10 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
-from facelens.tracking.registry import CHALLENGER, CHAMPION, promote, register
+from facelens.tracking.registry import promote, register
 from facelens.tracking.runs import tracked_run
+
+CHAMPION, CHALLENGER = "champion", "challenger"
 
 NAME = "facelens-expression"
 
@@ -165,8 +167,8 @@ def test_pyfunc_roundtrip_with_bad_rows(mlflow_store, tmp_path, task) -> None:
     import torch
 
     from facelens.constants import ATTRIBUTES, EXPRESSIONS
+    from facelens.serving.log_model import log_pyfunc_model
     from facelens.serving.pyfunc import model_signature, output_columns
-    from facelens.tracking.registry import log_pytorch_pyfunc
 
     names = EXPRESSIONS if task == "expression" else ATTRIBUTES[:3]
     with torch.random.fork_rng(devices=[]):
@@ -187,7 +189,7 @@ def test_pyfunc_roundtrip_with_bad_rows(mlflow_store, tmp_path, task) -> None:
     vgg.export_model(model, meta, tmp_path / "exported")
 
     with tracked_run("train"):
-        info = log_pytorch_pyfunc(tmp_path / "exported")
+        info = log_pyfunc_model(tmp_path / "exported")
     assert info.signature == model_signature(meta)
     assert {p.name for p in info.signature.params.params} == {"explain", "target", "method"}
     version = register(info.model_uri, f"facelens-{task}")

@@ -17,7 +17,8 @@ from PIL import Image
 
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.data.images import CODES, decode_image
-from facelens.models.vgg import ModelMeta, ModelParams, build_model, export_model
+from facelens.models.params import ModelParams
+from facelens.models.vgg import ModelMeta, build_model, export_model
 from facelens.serving.pyfunc import (
     CAM_COLUMNS,
     ROW_CODES,
@@ -403,14 +404,14 @@ def test_odd_modes_decode_and_predict_like_their_rgb(expr, case):
 
 
 def test_logged_pyfunc_serves_explanations(exported, tmp_path, monkeypatch):
-    from facelens.tracking.registry import log_pytorch_pyfunc
+    from facelens.serving.log_model import log_pyfunc_model
     from facelens.tracking.runs import configure, tracked_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     configure(None, "serving-test", artifact_location=str(tmp_path / "artifacts"))
     with tracked_run("train"):
-        info = log_pytorch_pyfunc(exported["expression"][0])
+        info = log_pyfunc_model(exported["expression"][0])
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     frame = _frame(_b64(_enc(_face(60))), "not base64 !")
     out = loaded.predict(frame, params={"explain": True, "target": "sad", "method": "layercam"})

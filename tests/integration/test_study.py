@@ -11,8 +11,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from facelens.tuning.space import SearchSpace, TuneParams
-from facelens.tuning.study import PARENT_RUN_ATTR, create_study, run_study
+from facelens.tracking.study import PARENT_RUN_ATTR, MlflowStudyTracker
+from facelens.tuning.params import SearchSpace, TuneParams
+from facelens.tuning.study import create_study, redact_url, run_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -79,7 +80,7 @@ def test_pruned_and_complete_trials_become_nested_runs(mlflow_store, tmp_path) -
     # Trial 0 sets the median; trial 1 is far below it at epoch 0 -> pruned; trial 2 completes.
     objective = _scripted([[0.5, 0.7, 0.8], [0.01, 0.02, 0.03], [0.6, 0.8, 0.9]])
     study = create_study(params)
-    result = run_study(study, params, objective, parent_run_name="tune", progress=False)
+    result = run_study(study, params, objective, tracker=MlflowStudyTracker("tune"), progress=False)
 
     assert (result.n_complete, result.n_pruned, result.n_failed) == (2, 1, 0)
     assert result.best_value == pytest.approx(0.9)
@@ -110,7 +111,9 @@ def test_pruned_and_complete_trials_become_nested_runs(mlflow_store, tmp_path) -
     assert {"param_importances.html", "result.json", "search_space.json"} <= files
 
     # Pruned trials count as done: running the study again has nothing left to do.
-    run_study(create_study(params), params, objective, parent_run_name="tune", progress=False)
+    run_study(
+        create_study(params), params, objective, tracker=MlflowStudyTracker("tune"), progress=False
+    )
     assert len(objective.calls) == 3
 
 
@@ -118,7 +121,7 @@ def test_failed_trial_is_recorded_and_study_goes_on(mlflow_store, tmp_path) -> N
     params = _params(tmp_path, pruner="none")
     objective = _scripted([[0.4], RuntimeError("CUDA out of memory"), [0.6]])
     study = create_study(params)
-    result = run_study(study, params, objective, parent_run_name="tune", progress=False)
+    result = run_study(study, params, objective, tracker=MlflowStudyTracker("tune"), progress=False)
 
     assert (result.n_complete, result.n_pruned, result.n_failed) == (2, 0, 1)
     assert len(objective.calls) == 3
@@ -135,7 +138,11 @@ def test_nan_objective_is_a_failure(mlflow_store, tmp_path) -> None:
     params = _params(tmp_path, n_trials=1, pruner="none")
     study = create_study(params)
     result = run_study(
-        study, params, lambda p, report: float("nan"), parent_run_name="t", progress=False
+        study,
+        params,
+        lambda p, report: float("nan"),
+        tracker=MlflowStudyTracker("t"),
+        progress=False,
     )
     assert result.n_failed == 1
     assert result.best_value is None and result.best_params == {}
@@ -150,7 +157,7 @@ def test_resume_runs_only_the_remainder_in_the_same_parent(mlflow_store, tmp_pat
         create_study(_params(tmp_path, n_trials=2, pruner="none")),
         _params(tmp_path, n_trials=2, pruner="none"),
         objective,
-        parent_run_name="tune",
+        tracker=MlflowStudyTracker("tune"),
         progress=False,
     )
     assert first.n_complete == 2
@@ -158,7 +165,9 @@ def test_resume_runs_only_the_remainder_in_the_same_parent(mlflow_store, tmp_pat
     params3 = _params(tmp_path, n_trials=3, pruner="none")
     study = create_study(params3)  # a new process would do exactly this
     assert len(study.trials) == 2
-    second = run_study(study, params3, objective, parent_run_name="tune", progress=False)
+    second = run_study(
+        study, params3, objective, tracker=MlflowStudyTracker("tune"), progress=False
+    )
 
     assert len(objective.calls) == 3  # only one new trial
     assert second.n_complete == 3
@@ -173,7 +182,7 @@ def test_resume_runs_only_the_remainder_in_the_same_parent(mlflow_store, tmp_pat
         "2",
     ]
 
-    again = run_study(create_study(params3), params3, objective, parent_run_name="tune")
+    again = run_study(create_study(params3), params3, objective, tracker=MlflowStudyTracker("tune"))
     assert len(objective.calls) == 3  # nothing left to do
     assert any("already has 3 finished trials" in n for n in again.notes)
 
@@ -182,13 +191,15 @@ def test_interrupted_study_is_killed_then_resumed(mlflow_store, tmp_path) -> Non
     params = _params(tmp_path, n_trials=3, pruner="none")
     objective = _scripted([[0.3], KeyboardInterrupt(), [0.5], [0.6]])
     with pytest.raises(KeyboardInterrupt):
-        run_study(create_study(params), params, objective, parent_run_name="t", progress=False)
+        run_study(
+            create_study(params), params, objective, tracker=MlflowStudyTracker("t"), progress=False
+        )
     study = create_study(params)
     parent_id = study.user_attrs[PARENT_RUN_ATTR]
     assert MlflowClient().get_run(parent_id).info.status == "KILLED"
     assert mlflow.active_run() is None
 
-    result = run_study(study, params, objective, parent_run_name="t", progress=False)
+    result = run_study(study, params, objective, tracker=MlflowStudyTracker("t"), progress=False)
     assert result.parent_run_id == parent_id
     assert result.n_complete == 3
     states = [c.info.status for c in _children(parent_id)]
@@ -199,7 +210,9 @@ def test_parent_in_another_store_is_not_resumed(mlflow_store, tmp_path) -> None:
     params = _params(tmp_path, n_trials=1, pruner="none")
     study = create_study(params)
     study.set_user_attr(PARENT_RUN_ATTR, "0" * 32)  # e.g. the MLflow DB was wiped
-    result = run_study(study, params, lambda p, r: 1.0, parent_run_name="t", progress=False)
+    result = run_study(
+        study, params, lambda p, r: 1.0, tracker=MlflowStudyTracker("t"), progress=False
+    )
     assert result.parent_run_id != "0" * 32
     assert study.user_attrs[PARENT_RUN_ATTR] == result.parent_run_id
     assert any("not resumed" in n for n in result.notes)
@@ -221,7 +234,11 @@ def test_importances_skipped_with_a_note_when_nothing_varies(mlflow_store, tmp_p
     }
     params = _params(tmp_path, n_trials=2, pruner="none", space=fixed)
     result = run_study(
-        create_study(params), params, lambda p, r: 0.5, parent_run_name="t", progress=False
+        create_study(params),
+        params,
+        lambda p, r: 0.5,
+        tracker=MlflowStudyTracker("t"),
+        progress=False,
     )
     assert any("param importances skipped" in n for n in result.notes)
     files = _artifacts(result.parent_run_id)
@@ -237,9 +254,7 @@ def test_timeout_bounds_the_call(tmp_path) -> None:
         return 1.0
 
     start = time.perf_counter()
-    result = run_study(
-        create_study(params), params, slow, parent_run_name="t", log_to_mlflow=False, progress=False
-    )
+    result = run_study(create_study(params), params, slow, progress=False)
     assert time.perf_counter() - start < 3.0
     assert 1 <= result.n_complete < 50
     assert result.parent_run_id is None
@@ -253,7 +268,7 @@ def test_direction_mismatch_is_refused(tmp_path) -> None:
 
 def test_resumed_sampler_does_not_replay_start_points(tmp_path) -> None:
     params = _params(tmp_path, n_trials=2, pruner="none")
-    quiet = {"parent_run_name": "t", "log_to_mlflow": False, "progress": False}
+    quiet = {"progress": False}
     run_study(create_study(params), params, lambda p, r: 1.0, **quiet)
     more = _params(tmp_path, n_trials=4, pruner="none")
     study = create_study(more)
@@ -263,13 +278,13 @@ def test_resumed_sampler_does_not_replay_start_points(tmp_path) -> None:
 
 
 def test_storage_password_is_not_logged(mlflow_store, tmp_path) -> None:
-    from facelens.tuning.study import _redact
-
-    assert _redact("postgresql://optuna:s3cret@db:5432/optuna") == (
+    assert redact_url("postgresql://optuna:s3cret@db:5432/optuna") == (
         "postgresql://optuna:***@db:5432/optuna"
     )
-    assert _redact("sqlite:///optuna.db") == "sqlite:///optuna.db"
+    assert redact_url("sqlite:///optuna.db") == "sqlite:///optuna.db"
     params = _params(tmp_path, n_trials=1, pruner="none")
-    result = run_study(create_study(params), params, lambda p, r: 1.0, parent_run_name="t")
+    result = run_study(
+        create_study(params), params, lambda p, r: 1.0, tracker=MlflowStudyTracker("t")
+    )
     tags = MlflowClient().get_run(result.parent_run_id).data.tags
     assert tags["storage"] == params.storage

@@ -12,13 +12,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from facelens._io import canonical_hash
 from facelens.tracking.runs import (
     MlflowEpochLogger,
     configure,
-    flatten_metrics,
     lineage_tags,
     log_dataset,
-    params_digest,
     tracked_run,
 )
 
@@ -142,13 +141,6 @@ def test_epoch_logger_prefix_and_run_id(mlflow_store) -> None:
     assert _run(target.info.run_id).data.metrics["trial/val_metric"] == 0.5
 
 
-def test_flatten_metrics_is_pure() -> None:
-    nested = {"a": {"b": 1, "c": [2, 3.5]}, "s": "text", "n": None, "t": True}
-    assert flatten_metrics(nested) == {"a/b": 1.0, "a/c/0": 2.0, "a/c/1": 3.5}
-    assert nested["a"]["c"] == [2, 3.5]
-    assert flatten_metrics({"x y(z)": 1}, prefix="p") == {"p/x y_z_": 1.0}
-
-
 def test_log_dataset_records_digest_and_context(mlflow_store) -> None:
     df = pd.DataFrame({"id": ["a", "b"], "label": [0, 3]})
     digest = "0123456789abcdef0123456789abcdef.dir"
@@ -171,30 +163,24 @@ def test_lineage_tags(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
-    (repo / "dvc.lock").write_text(
-        "schema: '2.0'\nstages:\n  prepare:\n    cmd: python x.py\n    outs:\n"
-        "    - path: data/prepared\n      hash: md5\n      md5: abc123.dir\n      size: 10\n"
-    )
-    _git(repo, "add", "dvc.lock")
+    (repo / "params.yaml").write_text("a: 1\n")
+    _git(repo, "add", "params.yaml")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
 
-    tags = lineage_tags(repo, params={"b": 2, "a": 1})
+    tags = lineage_tags(repo, params={"b": 2, "a": 1}, data_version="0123abcd")
     assert len(tags["git_commit"]) == 40
     assert tags["git_dirty"] == "false"
-    assert tags["data_version"] == "abc123.dir"
-    assert tags["params_hash"] == params_digest({"a": 1, "b": 2})
-    assert tags["params_hash"] != params_digest({"a": 1, "b": 3})
+    assert tags["data_version"] == "0123abcd"
+    assert tags["params_hash"] == canonical_hash({"a": 1, "b": 2})
+    assert tags["params_hash"] != canonical_hash({"a": 1, "b": 3})
     assert tags["torch_version"] != "unknown"
     assert all(isinstance(v, str) for v in tags.values())
 
-    (repo / "dvc.lock").write_text("stages: {}\n")
-    dirty = lineage_tags(repo, params={}, data_stage="prepare")
-    assert dirty["git_dirty"] == "true"
-    assert dirty["data_version"] == "unknown"
-    assert lineage_tags(repo, params={}, data_stage="nope")["data_version"] == "unknown"
+    (repo / "params.yaml").write_text("a: 2\n")
+    assert lineage_tags(repo, params={}, data_version="x")["git_dirty"] == "true"
 
 
 def test_lineage_tags_outside_git(tmp_path: Path) -> None:
-    tags = lineage_tags(tmp_path, params={})
-    assert tags["data_version"] == "unknown"
+    tags = lineage_tags(tmp_path, params={}, data_version="0123abcd")
     assert tags["git_commit"] == "unknown"
+    assert tags["git_dirty"] == "unknown"

@@ -17,7 +17,6 @@ from facelens.data.images import decode_image, resize_square
 from facelens.data.manifest import (
     ATTRIBUTE_COLUMNS,
     MANIFEST_COLUMNS,
-    atomic_output_dir,
     find_exact_duplicates,
     find_near_duplicates,
     hamming,
@@ -222,25 +221,3 @@ def test_order_columns_rejects_unknown_attributes() -> None:
     assert order_columns(["x", "label", "id"]) == ["id", "label", "x"]
     with pytest.raises(ValueError, match="attr_nope"):
         order_columns(["id", "attr_nope"])
-
-
-def test_atomic_output_dir_keeps_previous_on_failure(tmp_path: Path) -> None:
-    out = tmp_path / "prepared"
-    with atomic_output_dir(out) as tmp:
-        (tmp / "a.txt").write_text("first")
-    assert (out / "a.txt").read_text() == "first"
-    with pytest.raises(RuntimeError, match="midway"), atomic_output_dir(out) as tmp:
-        (tmp / "a.txt").write_text("second")
-        raise RuntimeError("midway")
-    assert (out / "a.txt").read_text() == "first"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no temp left behind
-    with atomic_output_dir(out) as tmp:
-        (tmp / "b.txt").write_text("third")
-    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]  # replaced as a whole
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
-
-
-def test_atomic_output_dir_refuses_a_file(tmp_path: Path) -> None:
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(FileExistsError, match="not a directory"), atomic_output_dir(tmp_path / "f"):
-        pass

@@ -77,19 +77,6 @@ def test_embed_rejects_bad_input() -> None:
         embed_2d(X[:3], "tsne", seed=0)
 
 
-@pytest.mark.slow
-def test_umap_2d_3d_deterministic_and_separates_blobs() -> None:
-    X, labels = _blobs()
-    a = embed_2d(X, "umap", seed=1)
-    b = embed_2d(X, "umap", seed=1)
-    np.testing.assert_array_equal(a, b)
-    assert a.shape == (len(X), 2)
-    c = embed_2d(X, "umap", seed=1, n_components=3)
-    assert c.shape == (len(X), 3)
-    assert manifold_metrics(X, a, labels)["knn_accuracy"] > 0.95
-    assert embed_2d(X[:8], "umap", seed=0).shape == (8, 2)  # tiny set: n_neighbors adapted
-
-
 # ---------------------------------------------------------------------------- metrics
 
 
@@ -265,6 +252,21 @@ def test_interactive_html_escapes_ids() -> None:
 # ---------------------------------------------------------------------------- whole analysis
 
 
+def test_run_manifold_analysis_rejects_bad_arguments() -> None:
+    X, labels = _blobs()
+    ids = [str(i) for i in range(len(X))]
+    with pytest.raises(ValueError, match="methods must be"):
+        run_manifold_analysis({"e": X}, ids, labels, EXPRESSIONS, methods=("mds",))
+    with pytest.raises(ValueError, match="rows"):
+        run_manifold_analysis({"e": X[:-1]}, ids, labels, EXPRESSIONS, methods=("pca",))
+
+
+def test_thumbnail_png() -> None:
+    img = np.zeros((96, 64, 3), dtype=np.uint8)
+    out = Image.open(io.BytesIO(thumbnail_png(img, size=48)))
+    assert max(out.size) == 48
+
+
 def test_run_manifold_analysis_and_alignment_across_runs() -> None:
     X, labels = _blobs(n_per=12, n_classes=3)
     n = len(X)
@@ -311,30 +313,3 @@ def test_run_manifold_analysis_and_alignment_across_runs() -> None:
     )
     assert second.reference.ids == first.reference.ids
     json.loads(second.reference.to_json())
-
-
-def test_run_manifold_analysis_rejects_bad_arguments() -> None:
-    X, labels = _blobs()
-    ids = [str(i) for i in range(len(X))]
-    with pytest.raises(ValueError, match="methods must be"):
-        run_manifold_analysis({"e": X}, ids, labels, EXPRESSIONS, methods=("mds",))
-    with pytest.raises(ValueError, match="rows"):
-        run_manifold_analysis({"e": X[:-1]}, ids, labels, EXPRESSIONS, methods=("pca",))
-
-
-def test_thumbnail_png() -> None:
-    img = np.zeros((96, 64, 3), dtype=np.uint8)
-    out = Image.open(io.BytesIO(thumbnail_png(img, size=48)))
-    assert max(out.size) == 48
-
-
-@pytest.mark.slow
-def test_run_manifold_analysis_with_umap3d() -> None:
-    X, labels = _blobs(n_per=10, n_classes=3)
-    ids = [str(i) for i in range(len(X))]
-    res = run_manifold_analysis(
-        {"penultimate": X}, ids, labels, EXPRESSIONS, methods=("umap", "umap3d"), seed=0
-    )
-    assert res.layouts["penultimate/umap3d"].shape == (len(X), 3)
-    assert "penultimate_umap3d" not in res.figures
-    assert "scatter3d" in res.html["manifold.html"]

@@ -10,7 +10,8 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import ValidationError
 
-from facelens.tuning.space import FloatRange, IntRange, SearchSpace, TuneParams, suggest
+from facelens.tuning.params import FloatRange, IntRange, SearchSpace, TuneParams
+from facelens.tuning.space import suggest
 
 PARAMS_YAML = """
 tune:

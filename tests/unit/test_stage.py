@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from facelens.stage import StageError, read_run_id, run_stage, stage_parser
+from facelens.errors import DataError, StageError
+from facelens.stages.common import read_run_id, run_stage, stage_parser
 
 
 def test_stage_parser_adds_the_options_of_its_kind() -> None:
@@ -33,7 +34,7 @@ def test_read_run_id_names_the_file_when_it_cannot(
     run_file = tmp_path / "run.json"
     if content is not None:
         run_file.write_text(content)
-    with pytest.raises(StageError, match=r"run\.json: no train run id"):
+    with pytest.raises(StageError, match=r"run\.json: unreadable"):
         read_run_id(run_file)
 
     def main() -> None:
@@ -47,3 +48,42 @@ def test_read_run_id_names_the_file_when_it_cannot(
 def test_read_run_id(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"run_id": "abc123", "best_epoch": 3}))
     assert read_run_id(tmp_path / "run.json") == "abc123"
+
+
+def _quiet_sigint(monkeypatch: pytest.MonkeyPatch) -> None:
+    previous = signal.getsignal(signal.SIGINT)  # run_stage installs its Ctrl-C handler
+    monkeypatch.setattr(signal, "signal", lambda *a: previous)
+
+
+def test_a_user_error_is_one_line_and_exit_1(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    _quiet_sigint(monkeypatch)
+
+    def main() -> None:
+        raise DataError("data/splits/test.csv has no rows; check split.test_fraction")
+
+    assert run_stage(main) == 1
+    err = capsys.readouterr().err
+    assert err == "error: data/splits/test.csv has no rows; check split.test_fraction\n"
+
+
+@pytest.mark.parametrize("bug", [ValueError, FileNotFoundError, KeyError, ZeroDivisionError])
+def test_a_genuine_bug_keeps_its_traceback(bug: type[Exception], monkeypatch, capsys) -> None:
+    """Library and programming errors (a numpy ValueError, a missing key) are not user errors:
+    they propagate from ``run_stage`` so Python prints the whole traceback."""
+    _quiet_sigint(monkeypatch)
+
+    def main() -> None:
+        raise bug("deep inside a library")
+
+    with pytest.raises(bug, match="deep inside a library"):
+        run_stage(main)
+    assert capsys.readouterr().err == ""  # nothing was turned into an "error:" line
+
+
+def test_every_project_error_derives_from_the_base() -> None:
+    import facelens.errors as errors
+
+    classes = [getattr(errors, n) for n in errors.__all__]
+    assert all(issubclass(c, errors.FaceLensError) for c in classes)
+    assert issubclass(errors.MissingInputError, FileNotFoundError)  # callers catching builtins
+    assert issubclass(errors.ConfigError, ValueError)

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from facelens.constants import EXPRESSIONS
+from facelens.errors import DataError, MissingInputError
 
 __all__ = [
     "TASKS",
@@ -28,6 +29,7 @@ __all__ = [
     "ImageTransform",
     "attribute_stats",
     "load_split",
+    "load_splits",
     "make_transform",
     "target_columns",
 ]
@@ -56,16 +58,16 @@ def load_split(split_csv: Path, prepared_dir: Path) -> pd.DataFrame:
         and ``label`` as a nullable integer column.
 
     Raises:
-        FileNotFoundError: the CSV, the prepared directory or an image file is missing.
-        ValueError: a required column is missing or a label is outside 0..6.
+        MissingInputError: the CSV, the prepared directory or an image file is missing.
+        DataError: a required column is missing or a label is not an integer in 0..6.
     """
     split_csv, prepared_dir = Path(split_csv), Path(prepared_dir)
     if not split_csv.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"split file {split_csv} does not exist; run the `split` stage (dvc repro split)"
         )
     if not prepared_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"prepared directory {prepared_dir} does not exist; run the `prepare` stage"
         )
     str_cols = ("id", "file", "identity", "source", "usage", "mask", "sha256", "phash")
@@ -77,25 +79,34 @@ def load_split(split_csv: Path, prepared_dir: Path) -> pd.DataFrame:
     )
     missing = [c for c in _REQUIRED if c not in df.columns]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{split_csv} lacks required column(s) {missing}; it has {list(df.columns)}. "
             "Regenerate it with the `split` stage."
         )
-    df["label"] = pd.to_numeric(df["label"], errors="raise").astype("Int64")
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    if (labels.isna() & df["label"].notna()).any():
+        raise DataError(f"{split_csv} column 'label' holds a value that is not an integer")
+    df["label"] = labels.astype("Int64")
     bad = df["label"].dropna()
     bad = bad[(bad < 0) | (bad >= len(EXPRESSIONS))]
     if len(bad):
-        raise ValueError(
+        raise DataError(
             f"{split_csv} column 'label' has values outside 0..{len(EXPRESSIONS) - 1}: "
             f"{sorted(set(bad.tolist()))[:5]}"
         )
     absent = [f for f in df["file"] if not (prepared_dir / f).is_file()]
     if absent:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{len(absent)} image(s) listed in {split_csv} (column 'file') are missing under "
             f"{prepared_dir}, e.g. {absent[:3]}; re-run `prepare` and `split`."
         )
     return df
+
+
+def load_splits(prepared_dir: Path, splits_dir: Path, names: Sequence[str]) -> list[pd.DataFrame]:
+    """Read the split CSVs ``names`` (``train``, ``val``, ``test``) written by the ``split``
+    stage, each checked by :func:`load_split`."""
+    return [load_split(Path(splits_dir) / f"{n}.csv", Path(prepared_dir)) for n in names]
 
 
 def target_columns(df: pd.DataFrame, task: str) -> list[str]:

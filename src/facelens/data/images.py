@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from facelens.errors import DataError
+
 __all__ = [
     "ALLOWED_FORMATS",
     "CODES",
@@ -87,7 +89,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 _HIGH_BIT_MODES: frozenset[str] = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 
-class ImageRejected(ValueError):
+class ImageRejected(DataError):
     """An image was refused by :func:`decode_image`.
 
     Attributes:

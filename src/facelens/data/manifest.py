@@ -18,11 +18,7 @@ Hashes:
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +26,13 @@ import pandas as pd
 from PIL import Image
 
 from facelens.constants import ATTRIBUTES
+from facelens.errors import DataError, MissingInputError
 
 __all__ = [
     "ATTRIBUTE_COLUMNS",
     "MANIFEST_COLUMNS",
-    "atomic_output_dir",
     "attribute_column",
+    "data_version",
     "find_exact_duplicates",
     "find_near_duplicates",
     "hamming",
@@ -207,7 +204,7 @@ def find_near_duplicates(
         keep = (cols_abs > rows_abs) & (sha_codes[rows_abs] != sha_codes[cols_abs])
         rows_abs, cols_abs, found = rows_abs[keep], cols_abs[keep], dist[rows[keep], cols[keep]]
         if len(pairs) + len(found) > max_pairs:
-            raise ValueError(
+            raise DataError(
                 f"more than {max_pairs:,} near-duplicate pairs at threshold {threshold}; lower "
                 f"near_duplicate_distance or remove the repeated images"
             )
@@ -228,7 +225,7 @@ def order_columns(columns: Sequence[str]) -> list[str]:
     taken = set(fixed) | set(aus) | set(attrs)
     rest = [c for c in cols if c not in taken]
     if unknown_attrs:
-        raise ValueError(
+        raise DataError(
             f"unknown attribute columns {unknown_attrs}; allowed attr_<name> with name in "
             f"facelens.constants.ATTRIBUTES (e.g. {ATTRIBUTE_COLUMNS[0]!r})"
         )
@@ -259,16 +256,16 @@ def read_manifest(path: Path) -> pd.DataFrame:
         as nullable ``Int64`` and float ``au_*``/``attr_*`` columns.
 
     Raises:
-        FileNotFoundError: When the file does not exist.
-        ValueError: Naming the file and the missing column, or the bad values found.
+        MissingInputError: When the file does not exist.
+        DataError: Naming the file and the missing column, or the bad values found.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} not found; run the prepare stage first")
+        raise MissingInputError(f"manifest {path} not found; run the prepare stage first")
     raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in MANIFEST_COLUMNS if c not in raw.columns]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{path}: missing column {missing[0]!r} (all missing: {missing}); a manifest starts "
             f"with the columns {','.join(MANIFEST_COLUMNS)}"
         )
@@ -279,13 +276,20 @@ def read_manifest(path: Path) -> pd.DataFrame:
     bad = ~label.str.fullmatch(r"-?\d*")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(
+        raise DataError(
             f"{path}: label {df['label'].iloc[row]!r} in row {row + 1} is not an integer or empty"
         )
     df["label"] = pd.array([int(v) if v else pd.NA for v in label], dtype="Int64")
     for col in df.columns:
         if col.startswith(("au_", "attr_")):
-            df[col] = pd.to_numeric(df[col].replace("", np.nan), errors="raise").astype(float)
+            values = pd.to_numeric(df[col].replace("", np.nan), errors="coerce")
+            bad_num = values.isna() & (df[col] != "")
+            if bad_num.any():
+                row = int(np.flatnonzero(bad_num.to_numpy())[0])
+                raise DataError(
+                    f"{path}: {col} {df[col].iloc[row]!r} in row {row + 1} is not a number"
+                )
+            df[col] = values.astype(float)
     _validate(df, str(path))
     return df
 
@@ -293,74 +297,47 @@ def read_manifest(path: Path) -> pd.DataFrame:
 def _require(df: pd.DataFrame, cols: Sequence[str], where: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ValueError(f"{where}: missing column(s) {missing}; got columns {list(df.columns)}")
+        raise DataError(f"{where}: missing column(s) {missing}; got columns {list(df.columns)}")
 
 
 def _validate(df: pd.DataFrame, where: str) -> None:
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{where}: missing column {missing[0]!r} (all missing: {missing}); a manifest needs "
             f"the columns {','.join(MANIFEST_COLUMNS)}"
         )
     ids = df["id"].astype(str)
     dup = ids[ids.duplicated()]
     if len(dup):
-        raise ValueError(f"{where}: id {dup.iloc[0]!r} appears more than once; ids must be unique")
+        raise DataError(f"{where}: id {dup.iloc[0]!r} appears more than once; ids must be unique")
     usage = df["usage"].fillna("").astype(str)
     bad_usage = sorted(set(usage) - _USAGES)
     if bad_usage:
-        raise ValueError(
+        raise DataError(
             f"{where}: usage values {bad_usage} are not allowed; use train, val, test or empty"
         )
     labels = pd.to_numeric(df["label"], errors="coerce")
     bad_label = labels.notna() & ~labels.between(0, 6)
     if bad_label.any():
-        raise ValueError(
+        raise DataError(
             f"{where}: label {labels[bad_label].iloc[0]} is outside 0..6 (FER2013 expression ids)"
         )
 
 
-@contextmanager
-def atomic_output_dir(out_dir: Path) -> Iterator[Path]:
-    """Build a directory in a temporary sibling and swap it into place only on success.
+def data_version(prepared_dir: Path) -> str:
+    """The version of a prepared dataset: the first 16 hex digits of the sha256 of its
+    manifest, which holds every image's pixel hash, label, identity and attribute scores.
 
-    On an exception the temporary directory is removed and an existing ``out_dir`` is left
-    untouched, so a failure never leaves a half-written dataset nor destroys the previous one.
-
-    Args:
-        out_dir: The final directory (replaced as a whole when the block succeeds).
-
-    Yields:
-        The temporary directory to write into.
+    It names the data in MLflow (lineage tag, dataset digest), keys the activation cache and
+    the manifold reference, and decides whether two registered versions are comparable.
 
     Raises:
-        FileExistsError: When ``out_dir`` exists and is not a directory.
+        MissingInputError: ``prepared_dir`` has no ``manifest.csv``.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a directory; remove it or pick another")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the dataset is not secret
-    try:
-        yield tmp
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    old.rmdir()  # only the unique name is wanted
-    os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    manifest = Path(prepared_dir) / "manifest.csv"
+    if not manifest.is_file():
+        raise MissingInputError(
+            f"{manifest}: prepared manifest not found (run `dvc repro prepare`)"
+        )
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]

@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from facelens._io import atomic_output_dir
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.data.images import ImageRejected, decode_image, resize_square
 from facelens.data.manifest import (
     MANIFEST_COLUMNS,
-    atomic_output_dir,
     attribute_column,
     find_exact_duplicates,
     find_near_duplicates,
@@ -55,6 +55,7 @@ from facelens.data.sources import (
     iter_imagefolder,
 )
 from facelens.data.split import SPLITS, check_leakage
+from facelens.errors import SourceError
 
 __all__ = [
     "QUARANTINE_COLUMNS",
@@ -73,10 +74,6 @@ Progress = Callable[[int, int], None]
 _ID_MAX = 80
 _PNG_LEVEL = 1  # 5x faster than the default 6 for ~15% larger files (small images)
 _EXAMPLES = 5
-
-
-class SourceError(ValueError):
-    """The source as a whole is unusable (no usable image at all)."""
 
 
 @dataclass

@@ -27,14 +27,15 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from facelens._io import atomic_output_dir
 from facelens.constants import EXPRESSIONS
 from facelens.data.manifest import (
-    atomic_output_dir,
     find_near_duplicates,
     read_manifest,
     write_manifest,
 )
 from facelens.data.params import SplitParams
+from facelens.errors import LeakageError
 
 __all__ = [
     "SPLITS",
@@ -45,6 +46,7 @@ __all__ = [
     "group_ids",
     "split_manifest",
     "split_prepared",
+    "stratified_subset",
 ]
 
 #: Split names, in priority order for the leakage resolution (last = most protected).
@@ -54,10 +56,6 @@ _UNLABELED = len(EXPRESSIONS)  # class index used for rows without a label
 _EXAMPLES = 20  # offending entries listed per kind in reports and messages
 
 NearPairs = Iterable[Sequence[Any]]
-
-
-class LeakageError(RuntimeError):
-    """The splits share an identity, an exact duplicate or a near duplicate."""
 
 
 @dataclass(frozen=True)
@@ -422,3 +420,21 @@ def _greedy_assign(
         assignment[g] = best
         assigned[best] += x
     return assignment
+
+
+def stratified_subset(rows: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A seeded, label-stratified subset of ``rows`` (all of them when ``fraction >= 1``).
+
+    Rows without labels (the attributes task) are sampled uniformly; the subset keeps the
+    original row order.
+    """
+    if fraction >= 1.0:
+        return rows
+    key = rows["label"] if "label" in rows and rows["label"].notna().all() else None
+    if key is None:
+        return rows.sample(frac=fraction, random_state=seed).sort_index()
+    parts = [
+        g.sample(n=max(1, round(len(g) * fraction)), random_state=seed)
+        for _, g in rows.groupby(key, sort=True)
+    ]
+    return pd.concat(parts).sort_index()

@@ -47,6 +47,8 @@ from pytorch_grad_cam.utils.model_targets import (
 )
 from torch import nn
 
+from facelens.errors import CamError
+
 __all__ = [
     "GRADIENT_FREE_METHODS",
     "METHODS",
@@ -96,15 +98,6 @@ _ALIASES: dict[str, str] = {
     "gradcamplusplus": "gradcam++",
     "gradcam_plusplus": "gradcam++",
 }
-
-
-class CamError(RuntimeError):
-    """A CAM computation failed (bad target index, incompatible layer, ...).
-
-    ``pytorch_grad_cam``'s context manager silently swallows ``IndexError`` (it prints it and
-    returns ``True`` from ``__exit__``); facelens re-raises such errors as ``CamError`` so that a
-    wrong class index can never yield an empty result.
-    """
 
 
 @dataclass(frozen=True)

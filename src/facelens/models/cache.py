@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from facelens._io import atomic_path, atomic_write_text
 from facelens.interrupts import raise_if_requested
 from facelens.models.vgg import FaceVGG
 
@@ -197,16 +196,10 @@ class ActivationCache:
         self.root.mkdir(parents=True, exist_ok=True)
         acts, targets = ds.tensors
         blob = {"acts": acts, "targets": targets, "k": torch.tensor(k)}
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(blob, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         sidecar = path.with_suffix(".json")
-        sidecar.write_text(json.dumps({"k": k, **fields}, sort_keys=True, default=repr))
+        atomic_write_text(sidecar, json.dumps({"k": k, **fields}, sort_keys=True, default=repr))
 
     def clear_memo(self) -> None:
         """Forget the in-process memo (disk entries stay)."""

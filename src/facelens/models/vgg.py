@@ -14,26 +14,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 from torchvision.models.vgg import cfgs, make_layers
+
+from facelens._io import atomic_path, atomic_write_text
+from facelens.data.dataset import ImageTransform, make_transform
+from facelens.errors import WeightsUnavailable
+from facelens.models.params import Arch, ModelParams
 
 __all__ = [
     "DEFAULT_NORM",
     "IMAGENET_NORM",
     "FaceVGG",
     "ModelMeta",
-    "ModelParams",
-    "WeightsUnavailable",
     "apply_freeze",
     "build_model",
     "default_cam_layer",
@@ -45,7 +47,6 @@ __all__ = [
     "weights_file",
 ]
 
-Arch = Literal["vgg16", "vgg16_bn"]
 Head = Literal["classifier", "pooled"]
 
 #: Smallest block-5 map side (input / 16) at which block 5 is the default Grad-CAM layer.
@@ -85,31 +86,6 @@ _TORCHVISION_WEIGHTS = {
 _POLICIES = ("auto", "imagenet", "none")
 _NUM_BLOCKS = 5
 _OFFLINE_ENV = "FACELENS_OFFLINE"
-
-
-class ModelParams(BaseModel):
-    """The ``model`` params section: backbone architecture, weights policy and input size."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    arch: Arch = "vgg16_bn"
-    #: ``auto`` | ``imagenet`` | ``none`` | a path to a ``.pt``/``.pth`` state dict.
-    weights: str = "auto"
-    input_size: int = Field(default=64, ge=32, le=512)
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError(
-                "weights must be 'auto', 'imagenet', 'none' or a path to a .pt/.pth state dict; "
-                "got an empty string"
-            )
-        return value.strip()
-
-
-class WeightsUnavailable(RuntimeError):
-    """The requested backbone weights could not be obtained (not cached, no download, bad file)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -625,6 +601,23 @@ class ModelMeta:
             target_std=None if target_stats is None else tuple(float(x) for x in target_stats[1]),
         )
 
+    def target_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(mean, std)`` of the standardised attribute targets, or None (expression task)."""
+        if self.target_mean is None or self.target_std is None:
+            return None
+        return np.asarray(self.target_mean), np.asarray(self.target_std)
+
+    def eval_transform(self) -> ImageTransform:
+        """The evaluation transform of this model: no augmentation, the model's input size and
+        image normalisation (what evaluate, explain, manifold and serving feed it)."""
+        return make_transform(
+            self.input_size,
+            train=False,
+            augment=0.0,
+            norm_mean=self.norm_mean,
+            norm_std=self.norm_std,
+        )
+
     def to_json(self) -> str:
         """Serialise to a JSON string."""
         return json.dumps(asdict(self), indent=2)
@@ -650,17 +643,6 @@ class ModelMeta:
             raise ValueError(f"invalid ModelMeta JSON: {err}") from err
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_model(model: FaceVGG, meta: ModelMeta, out_dir: Path) -> None:
     """Write ``out_dir/state_dict.pt`` and ``out_dir/meta.json``, each atomically.
 
@@ -677,8 +659,9 @@ def export_model(model: FaceVGG, meta: ModelMeta, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(out_dir / "state_dict.pt", lambda tmp: torch.save(state, tmp))
-    _atomic_write(out_dir / "meta.json", lambda tmp: Path(tmp).write_text(meta.to_json()))
+    with atomic_path(out_dir / "state_dict.pt") as tmp:
+        torch.save(state, tmp)
+    atomic_write_text(out_dir / "meta.json", meta.to_json())
 
 
 def load_exported(

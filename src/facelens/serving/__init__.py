@@ -1,5 +1,2 @@
-"""Model serving: the MLflow pyfunc behind ``mlflow models serve``."""
-
-from facelens.serving.pyfunc import FaceLensModel, encode_image, model_signature, output_columns
-
-__all__ = ["FaceLensModel", "encode_image", "model_signature", "output_columns"]
+"""Model serving: the MLflow pyfunc behind ``mlflow models serve`` (:mod:`.pyfunc`) and face
+cropping (:mod:`.faces`)."""

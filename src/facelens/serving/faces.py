@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facelens.errors import FaceDetectorUnavailable, NoFaceFound
+
 __all__ = [
     "DEFAULT_MARGIN",
     "HAAR_FILE",
@@ -43,14 +45,6 @@ DEFAULT_MARGIN = 0.25
 
 #: ``detector(gray) -> [(x, y, w, h), ...]`` for a ``(H, W)`` uint8 grey image.
 Detector = Callable[[np.ndarray], Sequence[Sequence[int]]]
-
-
-class FaceDetectorUnavailable(RuntimeError):
-    """The installed OpenCV has no Haar cascade classifier or no bundled cascade file."""
-
-
-class NoFaceFound(ValueError):
-    """No face was detected in the image."""
 
 
 @dataclass(frozen=True)

@@ -8,35 +8,29 @@ never imports mlflow.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
 import platform
-import re
 import subprocess
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
-import yaml
 from mlflow.entities import RunStatus
 from pydantic import BaseModel
+
+from facelens._io import canonical_hash, flatten_metrics
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "MlflowEpochLogger",
     "configure",
-    "flatten_metrics",
     "lineage_tags",
     "log_dataset",
-    "params_digest",
     "tracked_run",
 ]
 
@@ -74,20 +68,6 @@ def configure(
     return uri
 
 
-def params_digest(params: Mapping[str, Any] | BaseModel) -> str:
-    """Return the sha256 of the canonical JSON of ``params`` (sorted keys, no spaces).
-
-    Args:
-        params: a mapping or a pydantic model (dumped in JSON mode).
-
-    Returns:
-        64 hex characters; equal params give equal digests regardless of key order.
-    """
-    data = params.model_dump(mode="json") if isinstance(params, BaseModel) else dict(params)
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def _git(repo_dir: Path, *args: str) -> str | None:
     try:
         out = subprocess.run(
@@ -103,15 +83,6 @@ def _git(repo_dir: Path, *args: str) -> str | None:
     return out.stdout.strip()
 
 
-def _dvc_md5(lock_file: Path, stage: str) -> str:
-    try:
-        lock = yaml.safe_load(lock_file.read_text()) or {}
-        md5 = lock["stages"][stage]["outs"][0]["md5"]
-    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
-        return _UNKNOWN
-    return str(md5) if md5 else _UNKNOWN
-
-
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -123,20 +94,20 @@ def lineage_tags(
     repo_dir: Path,
     *,
     params: Mapping[str, Any] | BaseModel,
-    data_stage: str = "prepare",
+    data_version: str,
 ) -> dict[str, str]:
     """Tags that tie a run to its code, data and parameters.
 
     Args:
-        repo_dir: the repository root (holds ``.git`` and ``dvc.lock``).
+        repo_dir: the repository root (holds ``.git``).
         params: the parameters of the run (hashed, not logged).
-        data_stage: the ``dvc.lock`` stage whose first output is the dataset.
+        data_version: the prepared data's version
+            (:func:`facelens.data.manifest.data_version`).
 
     Returns:
         ``git_commit`` (sha or ``unknown``), ``git_dirty`` (``true``/``false``/``unknown``:
-        tracked files modified), ``data_version`` (md5 of ``stages.<data_stage>.outs[0]`` in
-        ``dvc.lock``, or ``unknown``), ``data_stage``, ``params_hash``, ``python_version``,
-        ``torch_version`` and ``mlflow_version``.
+        tracked files modified), ``data_version``, ``params_hash`` (sha256 of the params'
+        canonical JSON), ``python_version``, ``torch_version`` and ``mlflow_version``.
     """
     repo_dir = Path(repo_dir)
     commit = _git(repo_dir, "rev-parse", "HEAD")
@@ -144,9 +115,8 @@ def lineage_tags(
     return {
         "git_commit": commit or _UNKNOWN,
         "git_dirty": _UNKNOWN if status is None else str(bool(status)).lower(),
-        "data_version": _dvc_md5(repo_dir / "dvc.lock", data_stage),
-        "data_stage": data_stage,
-        "params_hash": params_digest(params),
+        "data_version": data_version,
+        "params_hash": canonical_hash(params),
         "python_version": platform.python_version(),
         "torch_version": _version("torch"),
         "mlflow_version": _version("mlflow"),
@@ -170,6 +140,7 @@ def tracked_run(
     tags: Mapping[str, str] | None = None,
     nested: bool = False,
     run_id: str | None = None,
+    keep_status_on_error: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or resume) an MLflow run and always end it.
 
@@ -182,6 +153,9 @@ def tracked_run(
         tags: tags to set on the run.
         nested: start it as a child of the active run.
         run_id: resume this run instead of creating one.
+        keep_status_on_error: end ``FINISHED`` even when the block fails (the failure goes
+            to the ``error`` tag): for a later stage logging into a run that already
+            finished, whose own outcome must not change.
 
     Yields:
         The active run.
@@ -200,9 +174,9 @@ def tracked_run(
         error = exc
         raise
     finally:
-        status = _exit_status(error)
+        status = _exit_status(None if keep_status_on_error else error)
         client = mlflow.MlflowClient()
-        if error is not None and status != RunStatus.to_string(RunStatus.FINISHED):
+        if error is not None and _exit_status(error) != RunStatus.to_string(RunStatus.FINISHED):
             message = f"{type(error).__name__}: {error}"[:_MAX_TAG_CHARS]
             client.set_tag(own_id, _ERROR_TAG, message)
         active = mlflow.active_run()
@@ -212,49 +186,12 @@ def tracked_run(
             client.set_terminated(own_id, status=status)
 
 
-_KEY_BAD = re.compile(r"[^0-9A-Za-z_\-. /]")
-
-
-def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Flatten nested metrics to ``{"a/b": value}``, keeping only real numbers.
-
-    Mappings nest with ``/``; lists and tuples of numbers index with ``/0``, ``/1``...;
-    booleans, strings, None and other objects are dropped. Key characters MLflow rejects are
-    replaced by ``_``.
-
-    Args:
-        metrics: possibly nested metrics.
-        prefix: prepended to every key (``prefix/key``) when not empty.
-
-    Returns:
-        A new flat dict of floats.
-    """
-    out: dict[str, float] = {}
-
-    def visit(key: str, value: Any) -> None:
-        if isinstance(value, bool) or value is None:
-            return
-        if isinstance(value, Real):
-            out[_KEY_BAD.sub("_", key)] = float(value)
-        elif isinstance(value, Mapping):
-            for k, v in value.items():
-                visit(f"{key}/{k}" if key else str(k), v)
-        elif isinstance(value, list | tuple):
-            for i, v in enumerate(value):
-                visit(f"{key}/{i}", v)
-        elif hasattr(value, "item") and getattr(value, "size", None) == 1:  # numpy/torch scalar
-            visit(key, value.item())
-
-    visit(prefix, metrics)
-    return out
-
-
 class MlflowEpochLogger:
     """A ``fit()`` callback that logs each epoch's losses and metrics with ``step=epoch``.
 
     Logs ``train_loss``, ``val_loss``, ``val_metric``, ``epoch_seconds`` and the numeric
-    entries of ``result.metrics`` (flattened with ``/``); None and non-finite values of the
-    three headline numbers are skipped.
+    entries of ``result.metrics`` (flattened with ``/``); None and non-finite values are
+    skipped.
 
     Args:
         prefix: prepended to every metric name (``prefix/name``), e.g. ``"trial"``.
@@ -273,11 +210,7 @@ class MlflowEpochLogger:
             "val_metric": getattr(result, "val_metric", None),
             "epoch_seconds": getattr(result, "seconds", None),
         }
-        flat = {
-            k: v
-            for k, v in flatten_metrics(values).items()
-            if math.isfinite(v)  # a NaN loss is not a point worth plotting
-        }
+        flat = flatten_metrics(values)  # drops None and NaN: no point worth plotting
         flat.update(flatten_metrics(getattr(result, "metrics", None) or {}))
         if self.prefix:
             flat = {f"{self.prefix}/{k}": v for k, v in flat.items()}

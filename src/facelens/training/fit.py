@@ -8,33 +8,31 @@ the exception propagates after the epoch's checkpoint has been written.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
+from facelens._io import atomic_path
 from facelens.data.dataset import ImageTransform, make_transform
 from facelens.interrupts import raise_if_requested
 from facelens.models.cache import ActivationCache
 from facelens.models.vgg import FaceVGG, apply_freeze
 from facelens.training.metrics import classification_report, regression_report
+from facelens.training.params import TrainParams
 
 __all__ = [
     "Callback",
     "EpochResult",
     "History",
-    "TrainParams",
     "evaluate",
     "fit",
     "predict",
@@ -45,28 +43,6 @@ _CKPT = "checkpoint.pt"
 _CKPT_FORMAT = 1
 # Params that may differ between an interrupted run and its resumption.
 _RESUME_FREE = ("num_threads",)
-
-
-class TrainParams(BaseModel):
-    """The ``train`` params section (also the hyper-parameters a tuning trial sets)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    optimizer: Literal["adamw", "sgd", "rmsprop"] = "adamw"
-    lr: float = Field(default=1e-3, gt=0, le=10)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    batch_size: int = Field(default=64, ge=2)
-    epochs: int = Field(default=6, ge=1)
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    augment: float = Field(default=0.5, ge=0, le=1)
-    head: Literal["classifier", "pooled"] = "pooled"
-    dropout: float = Field(default=0.3, ge=0, lt=1)
-    trainable_blocks: int = Field(default=5, ge=0, le=5)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    #: Stop after this many epochs without a better validation metric (None: never).
-    patience: int | None = Field(default=None, ge=1)
-    seed: int = 0
-    num_threads: int | None = Field(default=None, ge=1)
 
 
 @dataclass
@@ -216,14 +192,8 @@ def _better(metric: float, best: float | None) -> bool:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:

@@ -18,8 +18,10 @@ import pandas as pd
 from facelens.constants import EXPRESSIONS
 from facelens.data.dataset import FaceDataset, attribute_stats, make_transform, target_columns
 from facelens.models.cache import ActivationCache
-from facelens.models.vgg import FaceVGG, ModelMeta, ModelParams, build_model, norm_stats
-from facelens.training.fit import Callback, History, TrainParams, fit
+from facelens.models.params import ModelParams
+from facelens.models.vgg import FaceVGG, ModelMeta, build_model, norm_stats
+from facelens.training.fit import Callback, History, fit
+from facelens.training.params import TrainParams
 
 __all__ = ["Recipe", "TrainedModel", "make_recipe", "train_model"]
 

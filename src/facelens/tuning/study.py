@@ -1,12 +1,14 @@
-"""The Optuna study: storage, sampler, pruner, MLflow wiring and resume.
+"""The Optuna study: storage, sampler, pruner, resume, and the trials still missing.
 
 :func:`create_study` opens (or resumes) a named study in any Optuna storage URL;
-:func:`run_study` runs the trials still missing, each as a nested MLflow run under one parent
-run per study, and logs the study's summary and plots on the parent.
+:func:`run_study` runs the trials still missing from ``n_trials`` and summarizes the study.
 
 The objective is a plain function ``objective_fn(trial_params, report) -> float``: it trains
 with ``trial_params`` and calls ``report(epoch, value)`` after each epoch; ``report`` raises
 :class:`optuna.TrialPruned` when the pruner says so. It never sees Optuna or MLflow objects.
+
+This module never imports MLflow: recording enters through a :class:`StudyTracker` that the
+``tune`` stage passes in (:class:`facelens.tracking.study.MlflowStudyTracker`).
 """
 
 from __future__ import annotations
@@ -14,40 +16,38 @@ from __future__ import annotations
 import logging
 import math
 import re
-import tempfile
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import mlflow
 import optuna
-from mlflow.exceptions import MlflowException
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from facelens._io import canonical_hash
+from facelens.errors import ConfigError
 from facelens.interrupts import raise_if_requested
-from facelens.tracking.runs import tracked_run
-from facelens.tuning.space import TuneParams, suggest
+from facelens.tuning.params import TuneParams
+from facelens.tuning.space import suggest
 
 __all__ = [
-    "PARENT_RUN_ATTR",
+    "ObjectiveFn",
     "ReportFn",
     "StudyResult",
+    "StudyTracker",
+    "TrialTracker",
     "create_study",
     "make_pruner",
     "make_sampler",
+    "redact_url",
     "run_study",
+    "study_name_for",
     "trial_objective",
 ]
 
 _log = logging.getLogger(__name__)
 
-#: Study user attribute holding the MLflow parent run id (so a resumed study reuses it).
-PARENT_RUN_ATTR = "mlflow_parent_run_id"
-#: Trial user attribute holding the trial's MLflow run id.
-_TRIAL_RUN_ATTR = "mlflow_run_id"
 #: Trials that count toward ``n_trials``; failed trials are retried by a later call.
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -65,12 +65,77 @@ class StudyResult:
     n_complete: int
     n_pruned: int
     n_failed: int
+    #: The tracker's run for the whole study (the MLflow parent run), when tracked.
     parent_run_id: str | None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable copy."""
         return asdict(self)
+
+
+class TrialTracker(Protocol):
+    """Records one trial while it runs (yielded by :meth:`StudyTracker.trial`)."""
+
+    def epoch(self, epoch: int, value: float) -> None:
+        """The objective after ``epoch`` (finite values only)."""
+        ...
+
+    def complete(self, value: float) -> None:
+        """The trial finished with ``value``."""
+        ...
+
+
+class StudyTracker(Protocol):
+    """Where a study is recorded (e.g. one MLflow parent run, one nested run per trial).
+
+    :func:`run_study` enters :meth:`study` around the whole call and :meth:`trial` around each
+    trial; a trial ends pruned when :class:`optuna.TrialPruned` leaves the :meth:`trial`
+    block, failed on any other exception, complete after :meth:`TrialTracker.complete`.
+    """
+
+    #: Id of the record of the whole study once :meth:`study` is entered.
+    run_id: str | None
+    #: Remarks for the user collected while recording (e.g. "parent run not resumed").
+    notes: list[str]
+
+    def study(self, study: optuna.Study, params: TuneParams) -> AbstractContextManager[Any]:
+        """Enclose a :func:`run_study` call."""
+        ...
+
+    def trial(
+        self, trial: optuna.Trial, trial_params: Mapping[str, Any]
+    ) -> AbstractContextManager[TrialTracker]:
+        """Enclose one trial."""
+        ...
+
+    def summary(self, study: optuna.Study, result: StudyResult) -> None:
+        """Record the study's summary (called inside :meth:`study`, after the trials)."""
+        ...
+
+
+def study_name_for(base: str, *, task: str, data_version: str, sections: Mapping[str, Any]) -> str:
+    """``<base>-<hash>``: identical data and search config resume the same study; a changed
+    dataset, task, model, recipe or space starts a fresh one (old trials would mislead).
+
+    Args:
+        base: ``tune.study_name``.
+        task: ``expression`` or ``attributes``.
+        data_version: the prepared data's version.
+        sections: the params that define a trial (e.g. ``model``, ``train``, ``space``,
+            ``train_fraction``), JSON-able or pydantic models.
+    """
+    fingerprint = canonical_hash(
+        {
+            "task": task,
+            "data": data_version,
+            **{
+                k: v.model_dump(mode="json") if hasattr(v, "model_dump") else v
+                for k, v in sections.items()
+            },
+        }
+    )
+    return f"{base}-{fingerprint[:8]}"
 
 
 def make_sampler(params: TuneParams, *, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -107,7 +172,7 @@ def create_study(params: TuneParams) -> optuna.Study:
         The study, with the seeded sampler and the pruner attached.
 
     Raises:
-        ValueError: the stored study optimizes in the other direction.
+        ConfigError: the stored study optimizes in the other direction.
     """
     study = optuna.create_study(
         storage=params.storage,
@@ -118,8 +183,8 @@ def create_study(params: TuneParams) -> optuna.Study:
     )
     stored = study.direction.name.lower()
     if stored != params.direction:
-        raise ValueError(
-            f"study {params.study_name!r} in {_redact(params.storage)} is stored with direction "
+        raise ConfigError(
+            f"study {params.study_name!r} in {redact_url(params.storage)} is stored with direction "
             f"{stored!r} but tune.direction is {params.direction!r}; use another study_name "
             "or the stored direction"
         )
@@ -127,7 +192,7 @@ def create_study(params: TuneParams) -> optuna.Study:
     return study
 
 
-def _redact(url: str | None) -> str:
+def redact_url(url: str | None) -> str:
     if url is None:
         return "<in-memory>"
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)  # hide a password in the URL
@@ -147,14 +212,9 @@ def trial_objective(
     trial: optuna.Trial,
     params: TuneParams,
     objective_fn: ObjectiveFn,
-    *,
-    log_to_mlflow: bool,
+    tracker: StudyTracker | None = None,
 ) -> float:
-    """Run one trial: suggest, train through ``objective_fn``, record it.
-
-    With ``log_to_mlflow`` the trial is a nested run of the active run with the trial's
-    params, ``trial_number``, per-epoch ``objective`` values and a ``state`` tag
-    (``COMPLETE`` / ``PRUNED`` / ``FAIL``; a failure also gets the ``error`` tag).
+    """Run one trial: suggest, train through ``objective_fn``, record it with ``tracker``.
 
     Returns:
         The final validation metric.
@@ -165,36 +225,20 @@ def trial_objective(
     """
     raise_if_requested()
     trial_params = suggest(trial, params.space)
+    scope = tracker.trial(trial, trial_params) if tracker is not None else nullcontext(None)
+    with scope as recorder:
 
-    def report(epoch: int, value: float) -> None:
-        value = float(value)
-        trial.report(value, step=int(epoch))
-        if log_to_mlflow and math.isfinite(value):
-            mlflow.log_metric("objective", value, step=int(epoch))
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch}")
+        def report(epoch: int, value: float) -> None:
+            value = float(value)
+            trial.report(value, step=int(epoch))
+            if recorder is not None and math.isfinite(value):
+                recorder.epoch(int(epoch), value)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch}")
 
-    if not log_to_mlflow:
-        return _check_value(objective_fn(dict(trial_params), report))
-
-    pruned: optuna.TrialPruned | None = None
-    tags = {"study_name": params.study_name, "trial_number": str(trial.number)}
-    with tracked_run(f"trial-{trial.number:03d}", nested=True, tags=tags) as run:
-        trial.set_user_attr(_TRIAL_RUN_ATTR, run.info.run_id)
-        mlflow.log_params({**trial_params, "trial_number": trial.number})
-        try:
-            value = _check_value(objective_fn(dict(trial_params), report))
-        except optuna.TrialPruned as exc:
-            pruned = exc  # a normal outcome: the run ends FINISHED with state PRUNED
-            mlflow.set_tag("state", TrialState.PRUNED.name)
-        except BaseException:
-            mlflow.set_tag("state", TrialState.FAIL.name)
-            raise
-        else:
-            mlflow.set_tag("state", TrialState.COMPLETE.name)
-            mlflow.log_metric("final_objective", value)
-    if pruned is not None:
-        raise pruned
+        value = _check_value(objective_fn(dict(trial_params), report))
+        if recorder is not None:
+            recorder.complete(value)
     return value
 
 
@@ -210,77 +254,12 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
-def _varying_params(study: optuna.Study) -> list[str]:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    names = sorted({k for t in complete for k in t.params})
-    return [n for n in names if len({repr(t.params.get(n)) for t in complete}) > 1]
-
-
-def _log_study_artifacts(study: optuna.Study, notes: list[str]) -> None:
-    """Log the trials table and the plotly figures (HTML) on the active (parent) run."""
-    from optuna import visualization as vis
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        if study.trials:
-            study.trials_dataframe().to_csv(out / "trials.csv", index=False)
-            mlflow.log_artifact(str(out / "trials.csv"), artifact_path="study")
-        if not complete:
-            notes.append("no complete trial: optimization history and plots skipped")
-            return
-        figures = {
-            "optimization_history": lambda: vis.plot_optimization_history(study),
-            "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study),
-        }
-        varying = _varying_params(study)
-        if len(complete) >= 2 and varying:
-            figures["param_importances"] = lambda: vis.plot_param_importances(study, params=varying)
-        else:
-            notes.append(
-                "param importances skipped: needs >= 2 complete trials with varying params "
-                f"(have {len(complete)} complete, varying: {varying or 'none'})"
-            )
-        for name, build in figures.items():
-            try:
-                fig = build()
-            except Exception as exc:  # a plot must never fail the study
-                notes.append(f"{name} skipped: {type(exc).__name__}: {exc}")
-                continue
-            path = out / f"{name}.html"
-            fig.write_html(str(path), include_plotlyjs=True)  # offline: embed plotly.js
-            mlflow.log_artifact(str(path), artifact_path="study")
-
-
-def _log_summary(study: optuna.Study, result: StudyResult) -> None:
-    mlflow.log_metrics(
-        {
-            "n_complete": result.n_complete,
-            "n_pruned": result.n_pruned,
-            "n_failed": result.n_failed,
-        }
-    )
-    if result.best_value is not None:
-        mlflow.log_metric("best_value", result.best_value)
-    # Params are immutable in MLflow and a resumed study may change its best trial, so the
-    # best params go to a JSON artifact and to (mutable) tags.
-    mlflow.log_dict(result.to_dict(), "study/result.json")
-    best = _best(study)
-    mlflow.set_tags(
-        {
-            "best_trial": str(best.number) if best else "none",
-            **{f"best.{k}": str(v) for k, v in result.best_params.items()},
-        }
-    )
-
-
 def run_study(
     study: optuna.Study,
     params: TuneParams,
     objective_fn: ObjectiveFn,
     *,
-    parent_run_name: str,
-    log_to_mlflow: bool = True,
+    tracker: StudyTracker | None = None,
     progress: bool = True,
 ) -> StudyResult:
     """Run the trials still missing from ``params.n_trials`` and summarize the study.
@@ -289,27 +268,18 @@ def run_study(
     so a resumed study only runs the remainder (failed trials are run again). A failing
     trial is recorded as ``FAIL`` and the study goes on. ``params.timeout`` bounds this call.
 
-    With ``log_to_mlflow`` (needs :func:`facelens.tracking.runs.configure` first) one parent
-    run holds the study: it is created once and its id stored in the study's user attrs, so
-    later calls resume it. Each trial is a nested run (:func:`trial_objective`). The parent
-    gets the tune settings as params, ``best_value`` and counts as metrics, the best params as
-    tags and ``study/result.json``, and ``study/trials.csv``, ``optimization_history.html``,
-    ``parallel_coordinate.html`` and ``param_importances.html`` (when >= 2 complete trials
-    vary a param; otherwise a note in ``StudyResult.notes``).
-
     Args:
         study: from :func:`create_study`.
         params: the ``tune`` section.
         objective_fn: ``(trial_params, report) -> final validation metric``.
-        parent_run_name: name of the parent run when one is created.
-        log_to_mlflow: record runs in MLflow.
+        tracker: records the study and each trial (e.g. in MLflow); None records nothing.
         progress: show Optuna's progress bar.
 
     Returns:
         The :class:`StudyResult` of the whole study.
 
     Raises:
-        KeyboardInterrupt: re-raised after the runs are closed as ``KILLED``.
+        KeyboardInterrupt: re-raised after the tracker has closed its records.
     """
     n_done = len(study.get_trials(deepcopy=False, states=_DONE))
     remaining = max(0, params.n_trials - n_done)
@@ -321,9 +291,10 @@ def run_study(
         _log.warning("study %s %s", params.study_name, notes[-1])
 
     def objective(trial: optuna.Trial) -> float:
-        return trial_objective(trial, params, objective_fn, log_to_mlflow=log_to_mlflow)
+        return trial_objective(trial, params, objective_fn, tracker)
 
-    def optimize() -> None:
+    scope = tracker.study(study, params) if tracker is not None else nullcontext()
+    with scope:
         if remaining:
             study.optimize(
                 objective,
@@ -334,45 +305,11 @@ def run_study(
                 callbacks=[MaxTrialsCallback(params.n_trials, states=_DONE)],
                 show_progress_bar=progress,
             )
-
-    if not log_to_mlflow:
-        optimize()
-        return _result(study, None, notes)
-
-    tags = {"study_name": params.study_name, "storage": _redact(params.storage)}
-    with ExitStack() as stack:
-        parent, resumed = None, False
-        stored_id = study.user_attrs.get(PARENT_RUN_ATTR)
-        if stored_id:
-            try:
-                parent = stack.enter_context(
-                    tracked_run(parent_run_name, tags=tags, run_id=stored_id)
-                )
-                resumed = True
-            except MlflowException as exc:  # gone, deleted or in another experiment
-                notes.append(f"parent run {stored_id} not resumed: {exc.message}")
-        if parent is None:
-            parent = stack.enter_context(tracked_run(parent_run_name, tags=tags))
-            study.set_user_attr(PARENT_RUN_ATTR, parent.info.run_id)
-            mlflow.log_params(
-                {
-                    "study_name": params.study_name,
-                    "sampler": params.sampler,
-                    "pruner": params.pruner,
-                    "seed": params.seed,
-                    "direction": params.direction,
-                    "n_startup_trials": params.n_startup_trials,
-                    "train_fraction": params.train_fraction,
-                }
-            )
-            mlflow.log_dict(params.space.model_dump(mode="json"), "study/search_space.json")
-        mlflow.set_tags({"n_trials_target": str(params.n_trials), "resumed": str(resumed)})
-        optimize()
-        result = _result(study, parent.info.run_id, notes)
-        _log_study_artifacts(study, result.notes)
-        _log_summary(study, result)
-        if result.notes:
-            mlflow.set_tag("notes", "; ".join(result.notes)[:5000])
+        if tracker is not None:
+            notes.extend(tracker.notes)
+        result = _result(study, tracker.run_id if tracker is not None else None, notes)
+        if tracker is not None:
+            tracker.summary(study, result)
     return result
 
 

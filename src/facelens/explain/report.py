@@ -1,10 +1,6 @@
-"""Cores of the ``explain`` and ``manifold`` stages.
-
-Each stage is I/O around pure calls: :func:`explain_stage` / :func:`manifold_stage` load the
-exported model and the test split, call :func:`explain_probes` / :func:`manifold_features` +
-:func:`facelens.explain.manifold.run_manifold_analysis`, write ``reports/explain/`` /
-``reports/manifold/`` atomically and log the same files and the numbers to the *train* run
-(``models/run.json``) under the artifact folders ``explain/`` and ``manifold/``.
+"""The pure core of the ``explain`` stage: CAMs of every method on a fixed probe set, their
+figures and faithfulness checks (:func:`explain_probes`), and the compact numbers that
+``dvc metrics`` shows (:func:`faithfulness_metrics`).
 
 File names use a slug of the method (``gradcam++`` -> ``gradcampp``) and MLflow metric names
 are sanitised the same way (MLflow refuses ``+`` in metric keys).
@@ -12,12 +8,10 @@ are sanitised the same way (MLflow refuses ``+`` in metric keys).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,9 +19,9 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from facelens.config import ExplainParams, ManifoldParams, Params
-from facelens.constants import EXPRESSIONS
-from facelens.data.dataset import FaceDataset, make_transform
+from facelens._io import jsonable
+from facelens.data.dataset import FaceDataset
+from facelens.errors import DataError
 from facelens.explain.cams import (
     attribute_grid,
     cam_grid,
@@ -45,22 +39,19 @@ from facelens.explain.faithfulness import (
     sanity_figure,
     summary_metrics,
 )
+from facelens.explain.params import ExplainParams
 from facelens.models.vgg import FaceVGG, ModelMeta, resolve_cam_layer
 
 __all__ = [
     "Explanations",
     "explain_probes",
-    "explain_stage",
-    "manifold_features",
-    "manifold_stage",
+    "faithfulness_metrics",
     "method_slug",
     "metric_key",
     "randomized_layers",
-    "reference_path",
     "select_probes",
 ]
 
-_FIG_DPI = 90
 _MAX_SANITY_ROWS = 7
 
 
@@ -96,11 +87,6 @@ def randomized_layers(params: ExplainParams) -> list[str]:
         first = int(params.layer.removeprefix("block"))
         chosen = ["head", *[f"block{b}" for b in range(5, first - 1, -1)]]
     return ["classifier" if c == "head" else f"blocks.{int(c[5:]) - 1}" for c in chosen]
-
-
-def reference_path(reference_dir: Path, data_version: str) -> Path:
-    """Where the manifold reference layout of a data version lives (outside DVC outputs)."""
-    return Path(reference_dir) / f"{data_version}.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,7 +140,7 @@ def select_probes(rows: pd.DataFrame, task: str, params: ExplainParams) -> pd.Da
         )
     labelled = pd.to_numeric(rows["label"], errors="coerce").notna()
     if not labelled.any():
-        raise ValueError(
+        raise DataError(
             "the test split has no expression labels, so there is no probe set for the "
             "expression task; train an attributes model or use a labelled source."
         )
@@ -444,14 +430,11 @@ def explain_probes(
     """
     n = len(probes)
     if n == 0:
-        raise ValueError("the probe set is empty; the test split has no usable rows.")
+        raise DataError("the probe set is empty; the test split has no usable rows.")
     params = params.model_copy(update={"layer": resolve_cam_layer(params.layer, meta.input_size)})
     names = list(meta.output_names)
     model.eval()
-    tf = make_transform(
-        meta.input_size, train=False, augment=0.0, norm_mean=meta.norm_mean, norm_std=meta.norm_std
-    )
-    x = tf(probes.images)  # (N, 3, S, S) normalised
+    x = meta.eval_transform()(probes.images)  # (N, 3, S, S) normalised
     with torch.no_grad():
         outputs = model(x)  # (N, K)
     labels = np.asarray(probes.labels)
@@ -528,117 +511,6 @@ def explain_probes(
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Manifold: pure core
-# --------------------------------------------------------------------------------------------
-
-
-def manifold_features(
-    model: FaceVGG, meta: ModelMeta, ds: FaceDataset, *, batch_size: int = 64
-) -> dict[str, np.ndarray]:
-    """Penultimate embeddings (and, for the attributes task, predicted attribute vectors).
-
-    Args:
-        model: the exported model (used in eval mode, no gradients).
-        meta: its metadata.
-        ds: the samples (uint8 images; normalised here with the model's statistics).
-        batch_size: images per forward pass.
-
-    Returns:
-        ``{"penultimate": (N, D)}`` plus ``{"attributes": (N, A)}`` (rating scale) for the
-        attributes task.
-    """
-    tf = make_transform(
-        meta.input_size, train=False, augment=0.0, norm_mean=meta.norm_mean, norm_std=meta.norm_std
-    )
-    was_training = model.training
-    model.eval()
-    emb: list[np.ndarray] = []
-    outs: list[np.ndarray] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(ds), batch_size):
-                xb = tf(ds.images[start : start + batch_size])
-                e = model.embed(xb)  # (B, D)
-                emb.append(e.numpy())
-                outs.append(model.classifier[-1](e).numpy())
-    finally:
-        model.train(was_training)
-    feats = {"penultimate": np.concatenate(emb).astype(np.float64)}
-    if meta.task == "attributes":
-        pred = np.concatenate(outs)
-        if meta.target_mean is not None and meta.target_std is not None:
-            pred = pred * np.asarray(meta.target_std) + np.asarray(meta.target_mean)
-        feats["attributes"] = pred.astype(np.float64)
-    return feats
-
-
-# --------------------------------------------------------------------------------------------
-# Stage cores (I/O)
-# --------------------------------------------------------------------------------------------
-
-
-def _load(
-    prepared_dir: Path, splits_dir: Path, model_dir: Path
-) -> tuple[pd.DataFrame, FaceVGG, ModelMeta, str]:
-    from facelens.models.vgg import load_exported
-    from facelens.workflows import data_version_of, load_splits
-
-    (test_rows,) = load_splits(prepared_dir, splits_dir, ("test",))
-    if test_rows.empty:
-        raise ValueError(
-            f"{Path(splits_dir) / 'test.csv'} has no rows; the explain and manifold stages "
-            "need a test split (check split.test_fraction)."
-        )
-    model, meta = load_exported(model_dir)
-    return test_rows, model, meta, data_version_of(prepared_dir)
-
-
-def _dataset(rows: pd.DataFrame, prepared_dir: Path, meta: ModelMeta) -> FaceDataset:
-    # uint8 images are normalised by the callers; no transform, no target standardisation.
-    return FaceDataset(rows, prepared_dir, meta.task, meta.input_size, transform=None)
-
-
-def _log_to_run(
-    params: Params,
-    run_id: str,
-    artifact_dir: str,
-    files: Mapping[str, Sequence[Path]],
-    documents: Mapping[str, Mapping[str, Any]],
-    metrics: Mapping[str, float],
-) -> None:
-    """Log ``metrics``, ``files`` (sub-folder of ``artifact_dir`` -> files) and JSON
-    ``documents`` (file name -> document, stored as ``<artifact_dir>/<name>``) to the run."""
-    import mlflow
-
-    from facelens.tracking.runs import configure, tracked_run
-
-    configure(params.tracking.tracking_uri, params.tracking.experiment)
-    with tracked_run("train", run_id=run_id):
-        items = sorted(metrics.items())
-        for start in range(0, len(items), 500):  # MLflow accepts at most 1000 per batch
-            mlflow.log_metrics(dict(items[start : start + 500]))
-        for sub, paths in files.items():
-            target = f"{artifact_dir}/{sub}" if sub else artifact_dir
-            for path in paths:
-                mlflow.log_artifact(str(path), target)
-        for name, doc in documents.items():
-            mlflow.log_dict(dict(doc), f"{artifact_dir}/{name}")
-
-
-def _save_figure(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=_FIG_DPI)
-
-
-def _write_json(doc: Mapping[str, Any], path: Path) -> None:
-    """Write JSON atomically (a reader never sees half a metrics file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-
-
 def faithfulness_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The compact ``faithfulness.json`` that ``dvc metrics`` shows: the headline, the layer
     and per method the localization lift (image and in-face), the randomization Spearman (and
@@ -646,7 +518,7 @@ def faithfulness_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
     stay in ``faithfulness_details.json``."""
     loc, san, dele = (summary.get(k, {}) for k in ("localization", "sanity", "deletion"))
     methods = list(dict.fromkeys([*san, *loc, *dele]))
-    return _jsonable(
+    return jsonable(
         {
             "layer": summary.get("meta", {}).get("layer"),
             "headline": summary.get("headline", {}),
@@ -663,251 +535,3 @@ def faithfulness_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
             },
         }
     )
-
-
-def manifold_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The compact manifold ``metrics.json`` for ``dvc metrics``: per layout trustworthiness,
-    k-NN accuracy (embedding, input and chance) and silhouette; the rest stays in
-    ``metrics_details.json``."""
-    keep = ("trustworthiness", "knn_accuracy", "knn_accuracy_input", "knn_chance", "silhouette")
-    return {
-        "layouts": {
-            name: {k: values[k] for k in keep if k in values}
-            for name, values in doc.get("layouts", {}).items()
-        }
-    }
-
-
-def _details_path(metrics_path: Path) -> Path:
-    return metrics_path.with_name(f"{metrics_path.stem}_details{metrics_path.suffix}")
-
-
-def explain_stage(
-    params: Params,
-    prepared_dir: Path,
-    splits_dir: Path,
-    model_dir: Path,
-    run_id: str | None,
-    *,
-    figures_dir: Path,
-    maps_dir: Path,
-    metrics_path: Path,
-) -> dict[str, Any]:
-    """The ``explain`` stage: CAM grids, raw maps and faithfulness checks of the probe set.
-
-    Writes ``figures_dir`` (``cam_grid_<method>.png``, ``class_<name>.png``,
-    ``method_grid_*.png``, ``sanity_<method>.png``) and ``maps_dir`` (``cams_<method>.npz``)
-    atomically, then the full summary beside ``metrics_path`` (``faithfulness_details.json``)
-    and ``metrics_path`` itself (``faithfulness.json``, :func:`faithfulness_metrics`, the
-    compact numbers ``dvc metrics`` shows). Logs the figures and both JSON files to the train
-    run under ``explain/``, the maps under ``explain/maps/``, and the faithfulness numbers as
-    metrics ``explain.*``.
-
-    Args:
-        params: all params (``explain`` and ``tracking`` are used).
-        prepared_dir: the prepared dataset.
-        splits_dir: the split CSVs (``test.csv`` is used).
-        model_dir: the exported model.
-        run_id: the train run to log to; ``None`` logs nothing.
-        figures_dir: e.g. ``reports/explain/figures``.
-        maps_dir: e.g. ``reports/explain/maps``.
-        metrics_path: e.g. ``reports/explain/faithfulness.json``.
-
-    Returns:
-        The full summary (``faithfulness_details.json``).
-    """
-    from facelens.data.manifest import atomic_output_dir
-
-    test_rows, model, meta, data_version = _load(prepared_dir, splits_dir, model_dir)
-    rows = select_probes(test_rows, meta.task, params.explain)
-    probes = _dataset(rows, prepared_dir, meta)
-    result = explain_probes(
-        model,
-        meta,
-        probes,
-        params.explain,
-        context={"data_version": data_version, "run_id": run_id},
-    )
-    with atomic_output_dir(Path(figures_dir)) as tmp:
-        for name, fig in result.figures.items():
-            _save_figure(fig, tmp / name)
-    with atomic_output_dir(Path(maps_dir)) as tmp:
-        for name, arrays in result.arrays.items():
-            np.savez_compressed(tmp / name, **arrays)
-    compact = faithfulness_metrics(result.summary)
-    _write_json(result.summary, _details_path(Path(metrics_path)))
-    _write_json(compact, Path(metrics_path))
-    if run_id is not None:
-        files = {
-            "": [Path(figures_dir) / n for n in sorted(result.figures)],
-            "maps": [Path(maps_dir) / n for n in sorted(result.arrays)],
-        }
-        docs = {"faithfulness.json": compact, "faithfulness_details.json": result.summary}
-        _log_to_run(params, run_id, "explain", files, docs, result.metrics())
-    return result.summary
-
-
-def _manifold_subset(rows: pd.DataFrame, params: ManifoldParams) -> pd.DataFrame:
-    from facelens.explain.manifold import alignment_subset
-
-    keep = set(alignment_subset(rows["id"].astype(str).tolist(), params.max_points, params.seed))
-    sub = rows[rows["id"].astype(str).isin(keep)]
-    return sub.sort_values("id", key=lambda s: s.astype(str), kind="mergesort").reset_index(
-        drop=True
-    )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    return value
-
-
-def _store_reference(reference: Any, previous: Any, path: Path, extra: Mapping[str, str]) -> None:
-    """Save the reference when it is new or gained layouts (atomically)."""
-    from facelens.explain.manifold import ManifoldReference, save_reference
-
-    if previous is not None and set(reference.layouts) == set(previous.layouts):
-        return
-    if previous is None:
-        reference = ManifoldReference(
-            ids=reference.ids, layouts=reference.layouts, meta={**reference.meta, **extra}
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.json")
-    save_reference(reference, tmp)
-    tmp.replace(path)  # a concurrent run never reads half a reference
-
-
-def manifold_stage(
-    params: Params,
-    prepared_dir: Path,
-    splits_dir: Path,
-    model_dir: Path,
-    run_id: str | None,
-    *,
-    plots_dir: Path,
-    metrics_path: Path,
-    reference_dir: Path,
-) -> dict[str, Any]:
-    """The ``manifold`` stage: PCA / t-SNE / UMAP layouts of the test split and their quality.
-
-    Embeds a seeded, fixed subset (``manifold.max_points``) of the test split, lays it out
-    with every method and aligns each layout to the reference of the data version (written by
-    the first run as ``reference_dir/<data_version>.json``, outside DVC outputs, so later runs
-    and ``dvc exp run`` experiments are Procrustes-aligned to it). Writes ``plots_dir``
-    atomically (``<embedding>_<method>.png`` coloured by expression, by
-    ``manifold.colour_attribute`` and by identity; ``manifold.html``, interactive with
-    thumbnails; ``layouts.csv``), ``metrics_path`` (:func:`manifold_metrics`, for ``dvc
-    metrics``) and the full document beside it (``metrics_details.json``); logs all of it to
-    the train run under
-    ``manifold/`` with metrics ``manifold.<embedding>.<method>.<metric>``.
-
-    Args:
-        params: all params (``manifold`` and ``tracking`` are used).
-        prepared_dir: the prepared dataset.
-        splits_dir: the split CSVs (``test.csv`` is used).
-        model_dir: the exported model.
-        run_id: the train run to log to; ``None`` logs nothing.
-        plots_dir: e.g. ``reports/manifold/plots``.
-        metrics_path: e.g. ``reports/manifold/metrics.json``.
-        reference_dir: folder of reference layouts, e.g. ``cache/manifold_reference``.
-
-    Returns:
-        The full document (``metrics_details.json``).
-    """
-    from facelens.data.manifest import atomic_output_dir
-    from facelens.explain.manifold import load_reference, run_manifold_analysis, thumbnail_png
-
-    mp = params.manifold
-    test_rows, model, meta, data_version = _load(prepared_dir, splits_dir, model_dir)
-    rows = _manifold_subset(test_rows, mp)
-    ds = _dataset(rows, prepared_dir, meta)
-    feats = manifold_features(model, meta, ds)
-    labels = np.asarray(ds.labels)
-    has_labels = bool(len(labels)) and bool((labels >= 0).all())
-    colour_by: dict[str, np.ndarray] = {}
-    column = f"attr_{mp.colour_attribute}"
-    if column in rows.columns:
-        colour_by[mp.colour_attribute] = pd.to_numeric(rows[column], errors="coerce").to_numpy(
-            dtype=np.float64
-        )
-    if "identity" in rows.columns:
-        colour_by["identity"] = rows["identity"].astype(str).to_numpy()
-    thumbs = [thumbnail_png(img, mp.thumbnail_size) for img in _hwc(ds.images)]
-
-    ref_file = reference_path(reference_dir, data_version)
-    previous = load_reference(ref_file) if ref_file.is_file() else None
-    result = run_manifold_analysis(
-        feats,
-        ds.ids,
-        labels if has_labels else None,
-        EXPRESSIONS if has_labels else None,
-        colour_by=colour_by,
-        thumbnails=thumbs,
-        methods=mp.methods,
-        seed=mp.seed,
-        reference=previous,
-        anchors=mp.anchors,
-        k=mp.k,
-    )
-    _store_reference(
-        result.reference,
-        previous,
-        ref_file,
-        {"data_version": data_version, "run_id": str(run_id), "task": meta.task},
-    )
-
-    layouts = pd.DataFrame({"id": ds.ids})
-    if has_labels:
-        layouts["expression"] = [EXPRESSIONS[i] for i in labels]
-    for name, values in colour_by.items():
-        layouts[name] = values
-    for key, lay in result.layouts.items():
-        for j in range(lay.shape[1]):
-            layouts[f"{key}/{j}"] = lay[:, j]
-    doc = _jsonable(
-        {
-            "meta": {
-                "task": meta.task,
-                "data_version": data_version,
-                "n_points": len(ds),
-                "n_test": len(test_rows),
-                "embeddings": {k: list(v.shape) for k, v in feats.items()},
-                "methods": list(mp.methods),
-                "colour_by": ["expression", *colour_by] if has_labels else list(colour_by),
-                "reference": str(ref_file),
-                "aligned": result.aligned,
-                "seed": mp.seed,
-                "run_id": run_id,
-            },
-            "layouts": result.metrics,
-        }
-    )
-    names: list[str] = []
-    with atomic_output_dir(Path(plots_dir)) as tmp:
-        for name, fig in result.figures.items():
-            _save_figure(fig, tmp / f"{name}.png")
-            names.append(f"{name}.png")
-        for name, page in result.html.items():
-            (tmp / name).write_text(page, encoding="utf-8")
-            names.append(name)
-        layouts.to_csv(tmp / "layouts.csv", index=False)
-        names.append("layouts.csv")
-    compact = manifold_metrics(doc)
-    _write_json(doc, _details_path(Path(metrics_path)))
-    _write_json(compact, Path(metrics_path))
-    if run_id is not None:
-        flat = {metric_key(f"manifold.{k}"): v for k, v in result.flat_metrics().items()}
-        files = {"": [Path(plots_dir) / n for n in names]}
-        docs = {"metrics.json": compact, "metrics_details.json": doc}
-        _log_to_run(params, run_id, "manifold", files, docs, flat)
-    return doc

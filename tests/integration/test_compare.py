@@ -1,4 +1,4 @@
-"""Tests for facelens.explain.compare against a temporary MLflow store."""
+"""Tests for facelens.tracking.compare against a temporary MLflow store."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from facelens.explain.compare import (
+from facelens.tracking.compare import (
     RunSnapshot,
     build_report_html,
     compare_runs,
@@ -34,6 +34,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     monkeypatch.chdir(tmp_path)  # default artifact root ./mlruns lands in tmp_path
     uri = f"sqlite:///{tmp_path}/m.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # as the CLI does; the autouse fixture resets it afterwards
     client = MlflowClient(tracking_uri=uri)
     exp_id = client.create_experiment("train", artifact_location=(tmp_path / "art").as_uri())
     art = tmp_path / "src"

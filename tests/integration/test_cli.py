@@ -41,7 +41,8 @@ def store(
 ) -> Store:
     from mlflow import MlflowClient
 
-    from facelens.tracking.registry import CHAMPION, log_pytorch_pyfunc, register
+    from facelens.serving.log_model import log_pyfunc_model
+    from facelens.tracking.registry import register
     from facelens.tracking.runs import configure, tracked_run
 
     root = tmp_path_factory.mktemp("cli-store")
@@ -50,10 +51,10 @@ def store(
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         configure(None, "cli-test", artifact_location=str(root / "artifacts"))
         with tracked_run("train tiny") as run:
-            info = log_pytorch_pyfunc(export_tiny_model(root))
+            info = log_pyfunc_model(export_tiny_model(root))
             mlflow.log_metrics({"best_val_metric": 0.25, "test_macro_f1": 0.125})
         version = register(info.model_uri, NAME)
-        MlflowClient(tracking_uri=uri).set_registered_model_alias(NAME, CHAMPION, version.version)
+        MlflowClient(tracking_uri=uri).set_registered_model_alias(NAME, "champion", version.version)
     return Store(uri, run.info.run_id, root)
 
 

@@ -11,8 +11,10 @@ import torch
 
 from facelens.data.dataset import FaceDataset, make_transform
 from facelens.models.cache import ActivationCache
-from facelens.models.vgg import FaceVGG, ModelParams, build_model
-from facelens.training.fit import EpochResult, History, TrainParams, evaluate, fit, predict
+from facelens.models.params import ModelParams
+from facelens.models.vgg import FaceVGG, build_model
+from facelens.training.fit import EpochResult, History, evaluate, fit, predict
+from facelens.training.params import TrainParams
 
 NORM = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 SIZE = 32

@@ -1,7 +1,8 @@
-"""Helpers shared by the thin DVC stage scripts in ``pipelines/``.
+"""What every stage shares: the runner, the argument parser, the train run file, progress lines.
 
-A stage prints one clear line and exits 1 on a known error (bad params, bad data, leakage),
-instead of a traceback from deep inside a library.
+A stage prints one clear line and exits 1 on a :class:`~facelens.errors.FaceLensError` (bad
+params, bad data, leakage, missing inputs): a problem the user can fix. Any other exception
+is a bug, here or in a library, and keeps its full traceback.
 """
 
 from __future__ import annotations
@@ -12,43 +13,28 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from facelens import interrupts
+from facelens.errors import FaceLensError, StageError
 
 __all__ = [
-    "KNOWN_ERRORS",
     "StageError",
     "progress_printer",
+    "read_json_file",
+    "read_run_file",
     "read_run_id",
     "run_stage",
     "stage_parser",
 ]
 
 
-class StageError(RuntimeError):
-    """A stage cannot produce its outputs; the message says why and what to do."""
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from facelens.config import ConfigError
-    from facelens.data.split import LeakageError
-    from facelens.models.vgg import WeightsUnavailable
-
-    return (
-        ConfigError,
-        LeakageError,
-        StageError,
-        WeightsUnavailable,
-        FileNotFoundError,
-        ValueError,
-    )
-
-
-KNOWN_ERRORS = _known_errors
+_RUN_FILE_KEYS = ("run_id", "model_uri", "best_val_metric", "data_version", "task")
 
 
 def run_stage(main: Callable[[], None]) -> int:
-    """Run a stage's ``main``; known errors become one line on stderr and exit code 1.
+    """Run a stage's ``main``; a :class:`FaceLensError` becomes one line on stderr and exit
+    code 1, any other exception propagates with its traceback.
 
     Ctrl-C (SIGINT) becomes one line and exit code 130: work already saved (finished Optuna
     trials, epoch checkpoints, MLflow runs closed as ``KILLED``) is kept, and ``dvc repro``
@@ -57,7 +43,7 @@ def run_stage(main: Callable[[], None]) -> int:
     interrupts.install()
     try:
         main()
-    except KNOWN_ERRORS() as exc:
+    except FaceLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -101,15 +87,39 @@ def stage_parser(
     return ap
 
 
+def read_json_file(path: Path, *, made_by: str, key: str | None = None) -> Any:
+    """A JSON document written by the stage ``made_by`` (or its ``key`` entry).
+
+    Raises:
+        StageError: the file is missing, is not JSON, or lacks ``key``; the message names
+            the file and the stage to run.
+    """
+    try:
+        doc = json.loads(Path(path).read_text())
+        return doc if key is None else doc[key]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        what = f"no {key!r} entry" if isinstance(exc, KeyError | TypeError) else type(exc).__name__
+        raise StageError(f"{path}: unreadable ({what}: {exc}); run `dvc repro {made_by}`") from None
+
+
+def read_run_file(run_file: Path) -> dict[str, Any]:
+    """The ``models/run.json`` document written by the ``train`` stage (run id, model URI,
+    validation metric, data version, task).
+
+    Raises:
+        StageError: the file is missing, not JSON, or lacks one of those entries.
+    """
+    doc = read_json_file(run_file, made_by="train")
+    missing = [k for k in _RUN_FILE_KEYS if not isinstance(doc, dict) or k not in doc]
+    if missing:
+        raise StageError(f"{run_file}: no {missing} entries; run `dvc repro train`")
+    return doc
+
+
 def read_run_id(run_file: Path) -> str:
     """The train run id in ``run_file`` (``models/run.json``, written by the ``train`` stage).
 
     Raises:
         StageError: the file is missing, not JSON, or has no ``run_id``.
     """
-    try:
-        return str(json.loads(Path(run_file).read_text())["run_id"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StageError(
-            f"{run_file}: no train run id ({type(exc).__name__}: {exc}); run `dvc repro train`"
-        ) from None
+    return str(read_json_file(run_file, made_by="train", key="run_id"))

@@ -1,0 +1,126 @@
+"""The ``train`` stage: retrain with the best params, checkpointed and resumable, tracked in
+MLflow with lineage, and logged as a servable pyfunc model."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from facelens._io import canonical_hash
+from facelens.config import Params
+from facelens.data.dataset import load_splits
+from facelens.data.manifest import data_version
+from facelens.models.vgg import export_model
+from facelens.serving.log_model import log_pyfunc_model
+from facelens.serving.pyfunc import model_signature
+from facelens.tracking.runs import (
+    MlflowEpochLogger,
+    configure,
+    lineage_tags,
+    log_dataset,
+    tracked_run,
+)
+from facelens.training.fit import History
+from facelens.training.recipe import Recipe, make_recipe, train_model
+
+__all__ = ["checkpoint_dir", "run"]
+
+
+def checkpoint_dir(checkpoint_root: Path, recipe: Recipe, version: str) -> Path:
+    """Where the checkpoints of one (recipe, data version) live: a rerun with the same
+    inputs resumes from them; changed inputs start afresh in another folder."""
+    key = canonical_hash({"recipe": recipe.describe(), "data": version})[:16]
+    return Path(checkpoint_root) / key
+
+
+def _input_example(prepared_dir: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    path = Path(prepared_dir) / rows.iloc[0]["file"]
+    return pd.DataFrame({"image": [base64.b64encode(path.read_bytes()).decode("ascii")]})
+
+
+def _log_inputs(recipe: Recipe, splits: dict[str, pd.DataFrame], version: str, src: str) -> None:
+    mlflow.log_params(recipe.describe())
+    for name, context in (("train", "training"), ("val", "validation")):
+        log_dataset(splits[name], name=name, digest=version, context=context, source=src)
+
+
+def _log_history(history: History, weights_source: str) -> None:
+    mlflow.set_tag("weights_source", weights_source)
+    if history.resumed_from:
+        mlflow.set_tag("resumed_from_epoch", str(history.resumed_from))
+    mlflow.log_metrics(
+        {
+            "best_val_metric": float(history.best_val_metric),
+            "best_epoch": float(history.best_epoch),
+        }
+    )
+    mlflow.log_dict(history.to_dict(), "history.json")
+
+
+def run(
+    params: Params,
+    prepared_dir: Path,
+    splits_dir: Path,
+    best_params: dict[str, Any],
+    model_dir: Path,
+    *,
+    checkpoint_root: Path,
+) -> dict[str, Any]:
+    """Retrain with the best params, checkpointing every epoch; resume after an interruption.
+
+    The checkpoint folder is keyed by the recipe and the data version and remembers the
+    MLflow run id, so a resumed training continues the same run.
+
+    Returns:
+        ``{"run_id", "model_uri", "best_val_metric", "best_epoch", "resumed_from_epoch"
+        (0 = not resumed), "data_version", "weights_source", "task"}`` (``models/run.json``).
+    """
+    train_rows, val_rows = load_splits(prepared_dir, splits_dir, ("train", "val"))
+    version = data_version(prepared_dir)
+    recipe = make_recipe(params.task, params.model, params.train, best_params, keep_epochs=True)
+    ckpt_dir = checkpoint_dir(checkpoint_root, recipe, version)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    run_id_file = ckpt_dir / "mlflow_run_id"
+    resume_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+
+    configure(params.tracking.tracking_uri, params.tracking.experiment)
+    tags = lineage_tags(Path.cwd(), params=params, data_version=version)
+    tags.update({"facelens.stage": "train", "facelens.task": params.task})
+    with tracked_run(f"train {params.task}", tags=tags, run_id=resume_id) as tracked:
+        run_id = tracked.info.run_id
+        run_id_file.write_text(run_id)
+        if resume_id is None:
+            splits = {"train": train_rows, "val": val_rows}
+            _log_inputs(recipe, splits, version, str(prepared_dir))
+        trained = train_model(
+            recipe,
+            train_rows,
+            val_rows,
+            prepared_dir,
+            callbacks=[MlflowEpochLogger()],
+            checkpoint_dir=ckpt_dir,
+            data_version=version,
+        )
+        _log_history(trained.history, trained.meta.weights_source)
+        export_model(trained.model, trained.meta, model_dir)
+        info = log_pyfunc_model(
+            model_dir,
+            name="model",
+            input_example=_input_example(prepared_dir, val_rows),
+            signature=model_signature(trained.meta),
+        )
+    history = trained.history
+    return {
+        "run_id": run_id,
+        "model_uri": info.model_uri,
+        "best_val_metric": float(history.best_val_metric),
+        "best_epoch": int(history.best_epoch),
+        "resumed_from_epoch": int(history.resumed_from),
+        "data_version": version,
+        "weights_source": trained.meta.weights_source,
+        "task": params.task,
+    }

@@ -1,0 +1,201 @@
+"""A study recorded in MLflow: one parent run per study, one nested run per trial.
+
+:class:`MlflowStudyTracker` is the :class:`facelens.tuning.study.StudyTracker` the ``tune``
+stage passes to :func:`facelens.tuning.study.run_study`; the tuning code itself never sees
+MLflow.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow.exceptions import MlflowException
+from optuna.trial import TrialState
+
+from facelens.tracking.runs import tracked_run
+from facelens.tuning.params import TuneParams
+from facelens.tuning.study import StudyResult, redact_url
+
+__all__ = ["PARENT_RUN_ATTR", "TRIAL_RUN_ATTR", "MlflowStudyTracker"]
+
+#: Study user attribute holding the MLflow parent run id (so a resumed study reuses it).
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+#: Trial user attribute holding the trial's MLflow run id.
+TRIAL_RUN_ATTR = "mlflow_run_id"
+
+
+class _TrialRun:
+    """Logs one trial's per-epoch objective and its final value to the active nested run."""
+
+    def epoch(self, epoch: int, value: float) -> None:
+        mlflow.log_metric("objective", value, step=epoch)
+
+    def complete(self, value: float) -> None:
+        mlflow.set_tag("state", TrialState.COMPLETE.name)
+        mlflow.log_metric("final_objective", value)
+
+
+class MlflowStudyTracker:
+    """One MLflow parent run per study (its id kept in the study's user attrs, so a resumed
+    study continues it) and one nested run per trial with the trial's params, ``trial_number``,
+    per-epoch ``objective`` values and a ``state`` tag (``COMPLETE`` / ``PRUNED`` / ``FAIL``;
+    a failure also gets the ``error`` tag).
+
+    The parent gets the tune settings as params, ``best_value`` and counts as metrics, the
+    best params as tags and ``study/result.json``, and ``study/trials.csv``,
+    ``optimization_history.html``, ``parallel_coordinate.html`` and
+    ``param_importances.html`` (when >= 2 complete trials vary a param).
+
+    Needs :func:`facelens.tracking.runs.configure` first.
+
+    Args:
+        parent_run_name: the name of the parent run when one is created.
+    """
+
+    def __init__(self, parent_run_name: str) -> None:
+        self.parent_run_name = parent_run_name
+        self.run_id: str | None = None
+        self.notes: list[str] = []
+        self._study_name = ""
+
+    @contextmanager
+    def study(self, study: optuna.Study, params: TuneParams) -> Iterator[None]:
+        """Open (or resume) the parent run around the whole ``run_study`` call."""
+        self._study_name = params.study_name
+        tags = {"study_name": params.study_name, "storage": redact_url(params.storage)}
+        with ExitStack() as stack:
+            parent, resumed = None, False
+            stored_id = study.user_attrs.get(PARENT_RUN_ATTR)
+            if stored_id:
+                try:
+                    parent = stack.enter_context(
+                        tracked_run(self.parent_run_name, tags=tags, run_id=stored_id)
+                    )
+                    resumed = True
+                except MlflowException as exc:  # gone, deleted or in another experiment
+                    self.notes.append(f"parent run {stored_id} not resumed: {exc.message}")
+            if parent is None:
+                parent = stack.enter_context(tracked_run(self.parent_run_name, tags=tags))
+                study.set_user_attr(PARENT_RUN_ATTR, parent.info.run_id)
+                _log_settings(params)
+            self.run_id = parent.info.run_id
+            mlflow.set_tags({"n_trials_target": str(params.n_trials), "resumed": str(resumed)})
+            yield
+
+    @contextmanager
+    def trial(self, trial: optuna.Trial, trial_params: Mapping[str, Any]) -> Iterator[_TrialRun]:
+        """A nested run around one trial; a pruned trial's run ends ``FINISHED``."""
+        pruned: optuna.TrialPruned | None = None
+        tags = {"study_name": self._study_name, "trial_number": str(trial.number)}
+        with tracked_run(f"trial-{trial.number:03d}", nested=True, tags=tags) as run:
+            trial.set_user_attr(TRIAL_RUN_ATTR, run.info.run_id)
+            mlflow.log_params({**trial_params, "trial_number": trial.number})
+            try:
+                yield _TrialRun()
+            except optuna.TrialPruned as exc:
+                pruned = exc  # a normal outcome: the run ends FINISHED with state PRUNED
+                mlflow.set_tag("state", TrialState.PRUNED.name)
+            except BaseException:
+                mlflow.set_tag("state", TrialState.FAIL.name)
+                raise
+        if pruned is not None:
+            raise pruned
+
+    def summary(self, study: optuna.Study, result: StudyResult) -> None:
+        """Log the study's artifacts, counts, best value and best params on the parent run."""
+        _log_study_artifacts(study, result.notes)
+        _log_summary(study, result)
+        if result.notes:
+            mlflow.set_tag("notes", "; ".join(result.notes)[:5000])
+
+
+def _log_settings(params: TuneParams) -> None:
+    mlflow.log_params(
+        {
+            "study_name": params.study_name,
+            "sampler": params.sampler,
+            "pruner": params.pruner,
+            "seed": params.seed,
+            "direction": params.direction,
+            "n_startup_trials": params.n_startup_trials,
+            "train_fraction": params.train_fraction,
+        }
+    )
+    mlflow.log_dict(params.space.model_dump(mode="json"), "study/search_space.json")
+
+
+def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def _varying_params(study: optuna.Study) -> list[str]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    names = sorted({k for t in complete for k in t.params})
+    return [n for n in names if len({repr(t.params.get(n)) for t in complete}) > 1]
+
+
+def _log_study_artifacts(study: optuna.Study, notes: list[str]) -> None:
+    """Log the trials table and the plotly figures (HTML) on the active (parent) run."""
+    from optuna import visualization as vis
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        if study.trials:
+            study.trials_dataframe().to_csv(out / "trials.csv", index=False)
+            mlflow.log_artifact(str(out / "trials.csv"), artifact_path="study")
+        if not complete:
+            notes.append("no complete trial: optimization history and plots skipped")
+            return
+        figures = {
+            "optimization_history": lambda: vis.plot_optimization_history(study),
+            "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study),
+        }
+        varying = _varying_params(study)
+        if len(complete) >= 2 and varying:
+            figures["param_importances"] = lambda: vis.plot_param_importances(study, params=varying)
+        else:
+            notes.append(
+                "param importances skipped: needs >= 2 complete trials with varying params "
+                f"(have {len(complete)} complete, varying: {varying or 'none'})"
+            )
+        for name, build in figures.items():
+            try:
+                fig = build()
+            except Exception as exc:  # a plot must never fail the study
+                notes.append(f"{name} skipped: {type(exc).__name__}: {exc}")
+                continue
+            path = out / f"{name}.html"
+            fig.write_html(str(path), include_plotlyjs=True)  # offline: embed plotly.js
+            mlflow.log_artifact(str(path), artifact_path="study")
+
+
+def _log_summary(study: optuna.Study, result: StudyResult) -> None:
+    mlflow.log_metrics(
+        {
+            "n_complete": result.n_complete,
+            "n_pruned": result.n_pruned,
+            "n_failed": result.n_failed,
+        }
+    )
+    if result.best_value is not None:
+        mlflow.log_metric("best_value", result.best_value)
+    # Params are immutable in MLflow and a resumed study may change its best trial, so the
+    # best params go to a JSON artifact and to (mutable) tags.
+    mlflow.log_dict(result.to_dict(), "study/result.json")
+    best = _best(study)
+    mlflow.set_tags(
+        {
+            "best_trial": str(best.number) if best else "none",
+            **{f"best.{k}": str(v) for k, v in result.best_params.items()},
+        }
+    )

@@ -1,0 +1,142 @@
+"""The ``tune`` params section: study identity, storage, budget, sampler, pruner and the
+search space (``params.yaml: tune``).
+
+A dimension of the space is a range (``{low, high, log}``) or an explicit list of choices.
+A list with one element fixes the value but still goes through ``suggest_categorical``, so
+every trial records every hyper-parameter and trials stay comparable in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+__all__ = ["FloatRange", "IntRange", "SearchSpace", "TuneParams"]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatRange(_Closed):
+    """A continuous dimension ``[low, high]``, sampled on a log scale when ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0, description="Discretization step (not with log).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+
+class IntRange(_Closed):
+    """An integer dimension ``[low, high]`` (inclusive), stepped by ``step``."""
+
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_range(self.low, self.high, self.log, None if self.step == 1 else self.step)
+        return self
+
+
+def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"low and high must be finite, got low={low}, high={high}")
+    if not low < high:
+        raise ValueError(
+            f"low must be < high, got low={low}, high={high}; "
+            "for a fixed value use a one-element list, e.g. [0.1]"
+        )
+    if log and low <= 0:
+        raise ValueError(f"log=true needs low > 0, got low={low}; raise low or set log: false")
+    if log and step is not None:
+        raise ValueError("step cannot be combined with log=true; drop one of them")
+
+
+def _check_choices(value: Any) -> Any:
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("a list of choices must not be empty; give at least one value")
+        if len(set(value)) != len(value):
+            raise ValueError(f"choices must be unique, got {value}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    # Route lists to the choices branch and everything else to the range branch, so a bad
+    # value reports one precise error instead of one per union member.
+    return "choices" if isinstance(value, list | tuple) else "range"
+
+
+FloatDim = Annotated[
+    Annotated[FloatRange, Tag("range")] | Annotated[list[float], Tag("choices")],
+    Discriminator(_kind),
+]
+IntDim = Annotated[
+    Annotated[IntRange, Tag("range")] | Annotated[list[int], Tag("choices")],
+    Discriminator(_kind),
+]
+
+
+class SearchSpace(_Closed):
+    """One field per tuned hyper-parameter; each a range or a list of choices.
+
+    The keys are the names a trial's parameters get (``best_params.json``, MLflow params) and
+    must match the training recipe's override keys.
+    """
+
+    lr: FloatDim = FloatRange(low=3.0e-4, high=3.0e-3, log=True)
+    weight_decay: FloatDim = FloatRange(low=1.0e-5, high=1.0e-2, log=True)
+    optimizer: list[str] = ["adamw", "sgd"]
+    batch_size: IntDim = [32, 64]
+    trainable_blocks: IntDim = [5]
+    head: list[str] = ["pooled", "classifier"]
+    dropout: FloatDim = FloatRange(low=0.0, high=0.5)
+    label_smoothing: FloatDim = FloatRange(low=0.0, high=0.1)
+    augment: FloatDim = FloatRange(low=0.0, high=0.6)
+    epochs: IntDim = [2]
+    arch: list[str] = ["vgg16_bn"]
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _check_lists(cls, value: Any) -> Any:
+        return _check_choices(value)
+
+
+class TuneParams(_Closed):
+    """The ``tune`` section: study identity, storage, budget, sampler, pruner and space."""
+
+    study_name: str = Field("facelens-expression", min_length=1)
+    storage: str | None = Field(
+        "sqlite:///optuna.db",
+        description="Optuna storage URL (sqlite:///..., postgresql://...); null = in memory.",
+    )
+    n_trials: int = Field(6, ge=1, description="Target number of finished (complete+pruned).")
+    timeout: float | None = Field(None, gt=0, description="Seconds for one tune call.")
+    seed: int = 0
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    n_startup_trials: int = Field(2, ge=0, description="Random trials before TPE/pruning.")
+    n_warmup_steps: int = Field(0, ge=0, description="Epochs before the median pruner acts.")
+    direction: Literal["maximize", "minimize"] = "maximize"
+    train_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="Share of the train split each trial trains on."
+    )
+    space: SearchSpace = SearchSpace()
