@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,33 +22,20 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 _WAIT_S = 300
 
 
-def _project(root: Path) -> Path:
-    proj = root / "proj"
-    proj.mkdir()
-    shutil.copy(REPO / "dvc.yaml", proj / "dvc.yaml")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    shutil.copytree(REPO / "pipelines", proj / "pipelines", ignore=ignore)
-    shutil.copytree(REPO / "src", proj / "src", ignore=ignore)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["image_size"] = 32
-    params["data"]["synth"]["n_identities"] = 12
-    params["model"].update({"input_size": 32, "weights": "none"})
+def _project(root: Path, dvc_project, pipeline_params) -> Path:
+    params = pipeline_params()
     params["train"].update({"epochs": 60, "batch_size": 16})
     params["tune"].update({"n_trials": 6, "pruner": "none", "train_fraction": 1.0})
     params["tune"]["space"].update({"epochs": [3], "batch_size": [16]})
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run([BIN / "dvc", "init", "--no-scm", "-q"], cwd=proj, check=True, env=_env(proj))
-    return proj
+    return dvc_project(root / "proj", params)
 
 
 def _env(proj: Path) -> dict[str, str]:
@@ -117,8 +103,10 @@ def _complete(proj: Path) -> list[tuple[str, int, str, str | None]]:
     return [t for t in _trials(proj) if t[2] == "COMPLETE"]
 
 
-def test_interrupted_repro_resumes_the_study_and_the_training(tmp_path: Path) -> None:
-    proj = _project(tmp_path)
+def test_interrupted_repro_resumes_the_study_and_the_training(
+    tmp_path: Path, dvc_project, pipeline_params
+) -> None:
+    proj = _project(tmp_path, dvc_project, pipeline_params)
     log = tmp_path / "dvc.log"
 
     # --- tune: interrupted after the first completed trial, then run again -------------------
