@@ -600,7 +600,7 @@ def explain(
 
         facelens explain photo.jpg --detect-face --all-methods --out cams/
     """
-    from facelens.explain.cams import METHODS, resolve_method
+    from facelens.explain.cams.methods import METHODS, resolve_method
 
     if all_methods:
         folder = out_path if out_path is not None else Path("cams")

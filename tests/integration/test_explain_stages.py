@@ -6,6 +6,7 @@ Everything runs offline on 32 px images: the data is generated, the model is a r
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import shutil
@@ -19,6 +20,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from facelens._io import flatten_metrics
 from facelens.config import Params
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.data.dataset import load_splits
@@ -27,19 +29,18 @@ from facelens.data.params import DataParams, SplitParams
 from facelens.data.prepare import prepare_dataset
 from facelens.data.split import split_prepared
 from facelens.data.synth import SynthParams
-from facelens.explain.cams import METHODS
+from facelens.explain.cams.methods import METHODS, method_slug
 from facelens.explain.params import CamMethod, ExplainParams
 from facelens.explain.report import (
     explain_probes,
     faithfulness_metrics,
-    method_slug,
-    metric_key,
     randomized_layers,
     select_probes,
 )
 from facelens.manifold.features import compact_metrics as manifold_metrics
 from facelens.manifold.features import manifold_features
 from facelens.manifold.params import ManifoldParams
+from facelens.manifold.quality import knn_accuracy
 from facelens.models.params import ModelParams
 from facelens.models.vgg import ModelMeta, build_model, export_model, load_exported
 from facelens.stages.explain import run as explain_stage
@@ -168,10 +169,11 @@ def test_explain_params_reject_bad_values_naming_the_key(kwargs: dict, key: str)
 
 def test_metric_keys_are_mlflow_safe() -> None:
     assert method_slug("gradcam++") == "gradcampp"
-    assert metric_key("explain.sanity.gradcam++.spearman_mean") == (
-        "explain.sanity.gradcampp.spearman_mean"
-    )
-    assert metric_key("a(b)") == "a_b_"
+    doc = {"sanity": {"gradcam++": {"spearman_mean": 0.5}}, "a(b)": 1}
+    assert flatten_metrics(doc, "explain", sep=".") == {
+        "explain.sanity.gradcampp.spearman_mean": 0.5,
+        "explain.a_b_": 1.0,
+    }
 
 
 def test_probe_set_is_stable_under_row_order(tiny: Tiny) -> None:
@@ -242,7 +244,9 @@ def test_explain_stage_writes_reports_and_logs_them_to_the_train_run(
     assert math.isfinite(loc["mean_lift"]) and loc["mean_lift"] > 0
     sanity = summary["sanity"]["gradcam"]
     assert sanity["n_images"] == n_probes
-    assert -1.0 <= sanity["spearman_mean"] <= 1.0
+    per_image = [r for r in sanity["spearman_per_image"] if r is not None]
+    assert sanity["spearman_mean"] == pytest.approx(float(np.mean(per_image)))
+    assert sanity["passed"] == (sanity["spearman_mean"] <= _params().explain.sanity_threshold)
     deletion = summary["deletion"]["eigencam"]
     assert {"road_morf_50", "road_lerf_50", "road_combined", "confidence_drop"} <= set(deletion)
     assert summary["headline"]["method"] == "gradcam"
@@ -348,9 +352,10 @@ def test_manifold_stage_writes_logs_and_aligns_later_runs(
     assert first["meta"]["aligned"] == {"penultimate/pca": False, "penultimate/tsne": False}
     assert first["meta"]["n_points"] == 20
     assert set(first["layouts"]) == {"penultimate/pca", "penultimate/tsne"}
-    for met in first["layouts"].values():
-        assert 0.0 <= met["trustworthiness"] <= 1.0
-        assert 0.0 <= met["knn_accuracy"] <= 1.0
+    table = pd.read_csv(tmp_path / "a" / "plots" / "layouts.csv")
+    for key, met in first["layouts"].items():  # the numbers are those of the written layouts
+        layout = table[[f"{key}/0", f"{key}/1"]].to_numpy()
+        assert met["knn_accuracy"] == pytest.approx(knn_accuracy(layout, table["expression"]))
     plots = {p.name for p in (tmp_path / "a" / "plots").iterdir()}
     assert {"penultimate_pca.png", "penultimate_tsne.png", "manifold.html", "layouts.csv"} <= plots
     assert json.loads((tmp_path / "a" / "metrics_details.json").read_text()) == first
@@ -358,7 +363,9 @@ def test_manifold_stage_writes_logs_and_aligns_later_runs(
     assert compact == manifold_metrics(first) and set(compact) == {"layouts"}
     assert "silhouette_per_class" not in compact["layouts"]["penultimate/pca"]
     html = (tmp_path / "a" / "plots" / "manifold.html").read_text()
-    assert "data:image/png;base64," in html or "FL_THUMBS=[" in html
+    thumbs = json.loads(html.split("var FL_THUMBS=", 1)[1].split(";var FL_INFO=", 1)[0])
+    assert len(thumbs) == first["meta"]["n_points"]  # one hover thumbnail per point
+    assert all(base64.b64decode(t)[:8] == b"\x89PNG\r\n\x1a\n" for t in thumbs)
 
     run = MlflowClient().get_run(run_id)
     pca_tw = first["layouts"]["penultimate/pca"]["trustworthiness"]

@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 
 from facelens.constants import EXPRESSIONS
-from facelens.explain.manifold import (
-    embed_2d,
-    manifold_metrics,
-    run_manifold_analysis,
-)
+from facelens.manifold.analysis import run_manifold_analysis
+from facelens.manifold.layouts import embed_2d
+from facelens.manifold.quality import manifold_metrics
 
 
 def _blobs(n_per: int = 20, n_classes: int = 4, dim: int = 16, seed: int = 0):

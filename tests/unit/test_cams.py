@@ -14,21 +14,13 @@ from torch import nn
 from torchvision.models import vgg16_bn
 
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
-from facelens.explain.cams import (
-    METHODS,
-    CamError,
-    SignedOutputTarget,
-    attribute_grid,
-    cam_grid,
-    compute_cam_batch,
-    compute_cams,
-    denormalize,
-    make_targets,
-    method_grid,
-    overlay,
-    probe_set,
-    resolve_method,
-)
+from facelens.errors import CamError
+from facelens.explain.cams.compute import compute_cam_batch
+from facelens.explain.cams.figures import attribute_grid, cam_grid, method_grid
+from facelens.explain.cams.methods import METHODS, resolve_method
+from facelens.explain.cams.overlays import overlay
+from facelens.explain.cams.probes import probe_set
+from facelens.explain.cams.targets import SignedOutputTarget, make_targets
 
 SIZE = 32
 
@@ -105,7 +97,7 @@ def test_vgg16_bn_block_layer_at_64px() -> None:
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     layer = net.features[42]  # last ReLU of block 5 (4x4 at 64 px)
     for method in ("gradcam", "eigencam"):
-        cams = compute_cams(net, layer, x, None, method)
+        cams = compute_cam_batch(net, layer, x, None, method).cams
         assert cams.shape == (2, 64, 64)
         assert cams.min() >= 0.0 and cams.max() <= 1.0
     assert _no_hooks(net)
@@ -117,7 +109,7 @@ def test_model_left_in_eval_mode_with_gradients_untouched(
     model.train()
     marker = torch.full_like(model[0].weight, 7.0)
     model[0].weight.grad = marker
-    compute_cams(model, model[4], images, None, "gradcam")
+    compute_cam_batch(model, model[4], images, None, "gradcam")
     assert not model.training
     assert model[0].weight.grad is marker
     assert model[3].weight.grad is None
@@ -128,7 +120,7 @@ def test_hooks_released_on_exception(model: nn.Sequential, images: torch.Tensor)
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        compute_cams(model, model[4], images, [failing] * 4, "gradcam")
+        compute_cam_batch(model, model[4], images, [failing] * 4, "gradcam")
     assert not model[4]._forward_hooks and not model[4]._backward_hooks
     assert _no_hooks(model)
 
@@ -137,7 +129,7 @@ def test_index_error_is_raised_not_swallowed(model: nn.Sequential, images: torch
     # pytorch_grad_cam's __exit__ swallows IndexError; facelens must not return garbage.
     targets = [ClassifierOutputTarget(99)] * 4
     with pytest.raises(CamError, match="IndexError"):
-        compute_cams(model, model[4], images, targets, "gradcam")
+        compute_cam_batch(model, model[4], images, targets, "gradcam")
     assert _no_hooks(model)
 
 
@@ -146,7 +138,7 @@ def test_frozen_model_under_no_grad(images: torch.Tensor) -> None:
     for p in net.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
-        cams = compute_cams(net, net[4], images, None, "gradcam")
+        cams = compute_cam_batch(net, net[4], images, None, "gradcam").cams
     assert cams.shape == (4, SIZE, SIZE) and cams.max() > 0.5
     assert all(p.grad is None for p in net.parameters())
 
@@ -163,7 +155,8 @@ def test_predicted_targets_match_default(model: nn.Sequential, images: torch.Ten
     targets = make_targets("predicted", outputs, None, EXPRESSIONS)
     assert [t.category for t in targets] == outputs.argmax(1).tolist()
     np.testing.assert_allclose(
-        compute_cams(model, model[4], images, targets), compute_cams(model, model[4], images)
+        compute_cam_batch(model, model[4], images, targets).cams,
+        compute_cam_batch(model, model[4], images).cams,
     )
     other = make_targets("class", outputs, None, EXPRESSIONS, name="disgust")
     assert [t.category for t in other] == [1] * 4
@@ -194,15 +187,15 @@ def test_make_targets_errors(kwargs: dict, match: str) -> None:
 
 def test_argument_errors(model: nn.Sequential, images: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="Unknown CAM method"):
-        compute_cams(model, model[4], images, method="gradcam3")
+        compute_cam_batch(model, model[4], images, method="gradcam3")
     with pytest.raises(ValueError, match="targets for 4 images"):
-        compute_cams(model, model[4], images, make_targets("true", None, [0], EXPRESSIONS))
+        compute_cam_batch(model, model[4], images, make_targets("true", None, [0], EXPRESSIONS))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
-        compute_cams(model, model[4], images[:, :1])
+        compute_cam_batch(model, model[4], images[:, :1])
     with pytest.raises(ValueError, match="not a submodule"):
-        compute_cams(model, nn.ReLU(), images)
+        compute_cam_batch(model, nn.ReLU(), images)
     with pytest.raises(ValueError, match="max_scorecam_images"):
-        compute_cams(model, model[4], images, method="scorecam", max_scorecam_images=2)
+        compute_cam_batch(model, model[4], images, method="scorecam", max_scorecam_images=2)
     assert resolve_method("Grad-CAM++") == "gradcam++"
     assert resolve_method("gradcampp") == "gradcam++"
 
@@ -219,14 +212,6 @@ def test_overlay() -> None:
         overlay(image, cam[:-1])
     with pytest.raises(ValueError, match="uint8"):
         overlay(image.astype(np.float32), cam)
-
-
-def test_denormalize_roundtrip() -> None:
-    rgb = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
-    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    t = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0
-    t = (t - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    np.testing.assert_array_equal(denormalize(t, mean, std), rgb)
 
 
 def _rows(n_per_class: int = 6) -> pd.DataFrame:
@@ -293,3 +278,11 @@ def test_figures() -> None:
     assert len(fig.axes) == 6 and fig.axes[1].get_title() == "happy + 5.00"
     with pytest.raises(ValueError, match="one cam"):
         cam_grid(imgs, cams[:1], None, [0, 1], [0.5, 0.5], EXPRESSIONS)
+
+
+def test_methods_are_exactly_the_names_params_accept() -> None:
+    from typing import get_args
+
+    from facelens.explain.params import CamMethod
+
+    assert list(METHODS) == list(get_args(CamMethod))

@@ -19,15 +19,10 @@ _NOT_YET_SPLIT = {
     "facelens/data/sources.py",
     "facelens/data/split.py",
     "facelens/data/synth.py",
-    "facelens/explain/cams.py",
-    "facelens/explain/faithfulness.py",
-    "facelens/explain/manifold.py",
-    "facelens/explain/report.py",
     "facelens/models/vgg.py",
     "facelens/serving/pyfunc.py",
     "facelens/tracking/compare.py",
     "facelens/training/fit.py",
-    "facelens/stages/manifold.py",
 }
 
 

@@ -15,21 +15,14 @@ from sklearn.model_selection import LeaveOneOut, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from facelens.constants import EXPRESSIONS
-from facelens.explain.manifold import (
-    ManifoldReference,
-    align_to_reference,
-    alignment_subset,
-    embed_2d,
-    interactive_html,
-    knn_accuracy,
-    load_reference,
-    manifold_metrics,
-    panel_figure,
-    run_manifold_analysis,
-    save_reference,
-    scatter_figure,
-    thumbnail_png,
-)
+from facelens.errors import DataError
+from facelens.manifold.alignment import align_to_reference, alignment_subset
+from facelens.manifold.analysis import run_manifold_analysis
+from facelens.manifold.figures import panel_figure
+from facelens.manifold.html import interactive_html, thumbnail_png
+from facelens.manifold.layouts import embed_2d
+from facelens.manifold.quality import knn_accuracy, manifold_metrics
+from facelens.manifold.reference import ManifoldReference, load_reference, save_reference
 
 
 def _blobs(n_per: int = 20, n_classes: int = 4, dim: int = 16, seed: int = 0):
@@ -170,24 +163,28 @@ def test_alignment_subset_is_seeded_and_order_free() -> None:
     assert alignment_subset(ids, 500, seed=1) == sorted(ids)
 
 
-@pytest.mark.parametrize("suffix", [".json", ".csv"])
-def test_reference_roundtrip(tmp_path: Path, suffix: str) -> None:
+def test_reference_roundtrip(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     ref = ManifoldReference(
         ids=("a", "b", "c", "d"),
         layouts={"penultimate/pca": rng.normal(size=(4, 2)), "p/umap3d": rng.normal(size=(4, 3))},
         meta={"data_version": "abc"},
     )
-    path = tmp_path / f"ref{suffix}"
+    path = tmp_path / "ref.json"
     save_reference(ref, path)
     back = load_reference(path)
     assert back.ids == ref.ids
     for key, lay in ref.layouts.items():
         np.testing.assert_array_equal(back.layouts[key], lay)
-    if suffix == ".json":
-        assert back.meta == {"data_version": "abc"}
-    with pytest.raises(ValueError, match=r"\.json or \.csv"):
-        save_reference(ref, tmp_path / "ref.txt")
+    assert back.meta == {"data_version": "abc"}
+    assert [p.name for p in tmp_path.iterdir()] == ["ref.json"]  # written atomically
+
+
+def test_a_foreign_reference_file_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "0123abcd.json"
+    path.write_text('{"format": "something else"}')
+    with pytest.raises(DataError, match=r"0123abcd\.json: not a manifold reference.*delete it"):
+        load_reference(path)
 
 
 # ---------------------------------------------------------------------------- figures / HTML
@@ -199,18 +196,19 @@ def _png(colour: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
-def test_scatter_figures_categorical_continuous_identity() -> None:
+def test_panel_figure_categorical_continuous_identity() -> None:
     X, labels = _blobs()
     Y = embed_2d(X, "pca", seed=0)
-    fig = scatter_figure(Y, labels, title="expression", category_names=EXPRESSIONS)
-    assert isinstance(fig, Figure)
-    legend = fig.axes[0].get_legend()
-    assert [t.get_text() for t in legend.get_texts()] == list(EXPRESSIONS[:4])
     attractive = np.linspace(1.0, 9.0, len(X))
-    fig2 = scatter_figure(Y, attractive, title="attractive")
-    assert len(fig2.axes) == 2  # axes + colour bar
     identity = np.array([f"p{i % 30}" for i in range(len(X))])
-    panels = panel_figure(Y, {"expression": labels, "attractive": attractive, "id": identity})
+    panels = panel_figure(
+        Y,
+        {"expression": labels, "attractive": attractive, "id": identity},
+        category_names={"expression": EXPRESSIONS},
+    )
+    assert isinstance(panels, Figure)
+    legend = panels.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == list(EXPRESSIONS[:4])
     assert sum(ax.get_visible() for ax in panels.axes) >= 3
     buf = io.BytesIO()
     panels.savefig(buf, format="png")

@@ -3,14 +3,14 @@ figures and faithfulness checks (:func:`explain_probes`), and the compact number
 ``dvc metrics`` shows (:func:`faithfulness_metrics`).
 
 File names use a slug of the method (``gradcam++`` -> ``gradcampp``) and MLflow metric names
-are sanitised the same way (MLflow refuses ``+`` in metric keys).
+are sanitised the same way (MLflow refuses ``+`` in metric keys): see
+:func:`facelens.explain.cams.methods.method_slug` and :func:`facelens._io.flatten_metrics`.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,79 +19,27 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from facelens._io import jsonable
+from facelens._io import flatten_metrics, jsonable
 from facelens.data.dataset import FaceDataset
 from facelens.errors import DataError
-from facelens.explain.cams import (
-    attribute_grid,
-    cam_grid,
-    compute_cam_batch,
-    make_targets,
-    method_grid,
-    probe_set,
-)
-from facelens.explain.faithfulness import (
-    deletion_report,
-    faithfulness_summary,
-    localization_report,
-    randomized_copy,
-    sanity_check,
-    sanity_figure,
-    summary_metrics,
-)
+from facelens.explain.cams.methods import method_slug
+from facelens.explain.cams.probes import probe_set
+from facelens.explain.faithfulness.deletion import deletion_report
+from facelens.explain.faithfulness.localization import localization_report
+from facelens.explain.faithfulness.sanity import randomized_copy, sanity_check
+from facelens.explain.faithfulness.summary import faithfulness_summary
+from facelens.explain.maps import MethodMaps, method_maps, take
 from facelens.explain.params import ExplainParams
+from facelens.explain.plan import Plan, attribute_plan, expression_plan, randomized_layers
+from facelens.explain.probe_figures import comparison_figures, method_outputs
 from facelens.models.vgg import FaceVGG, ModelMeta, resolve_cam_layer
 
 __all__ = [
     "Explanations",
     "explain_probes",
     "faithfulness_metrics",
-    "method_slug",
-    "metric_key",
-    "randomized_layers",
     "select_probes",
 ]
-
-_MAX_SANITY_ROWS = 7
-
-
-# --------------------------------------------------------------------------------------------
-# Names
-# --------------------------------------------------------------------------------------------
-
-
-def method_slug(method: str) -> str:
-    """File-name form of a CAM method: ``gradcam++`` -> ``gradcampp``."""
-    return method.replace("+", "p")
-
-
-def metric_key(name: str) -> str:
-    """An MLflow-safe metric key: ``+`` -> ``p``; anything outside ``[\\w./ -]`` -> ``_``."""
-    return re.sub(r"[^\w./ -]", "_", name.replace("+", "p"))
-
-
-def randomized_layers(params: ExplainParams) -> list[str]:
-    """Module names re-initialised by the sanity check.
-
-    ``auto`` randomises the head and every block from the target layer's block upward: all the
-    weights between the explained activations and the score (plus the block that produces the
-    activations), the top of Adebayo et al.'s cascade down to the explained layer.
-
-    Returns:
-        Qualified module names of :class:`FaceVGG` (``classifier``, ``blocks.4``, ...).
-    """
-    chosen = list(params.randomize)
-    if chosen == ["auto"]:
-        if params.layer == "auto":
-            raise ValueError("resolve layer 'auto' first (facelens.models.vgg.resolve_cam_layer)")
-        first = int(params.layer.removeprefix("block"))
-        chosen = ["head", *[f"block{b}" for b in range(5, first - 1, -1)]]
-    return ["classifier" if c == "head" else f"blocks.{int(c[5:]) - 1}" for c in chosen]
-
-
-# --------------------------------------------------------------------------------------------
-# Explain: pure core
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -115,12 +63,14 @@ class Explanations:
         Per-class localization and the ``meta`` block stay in ``faithfulness.json`` only, so
         the run's metric list holds one set of numbers per method (plus ``explain.headline.*``).
         """
-        flat = summary_metrics(self.summary, prefix="explain.")
-        return {
-            metric_key(k): v
-            for k, v in flat.items()
-            if ".per_class." not in k and not k.startswith("explain.meta.")
-        }
+        return flatten_metrics(
+            self.summary,
+            "explain",
+            sep=".",
+            bools=True,
+            lists=False,
+            skip=lambda key: key.endswith(".per_class") or key == "explain.meta",
+        )
 
 
 def select_probes(rows: pd.DataFrame, task: str, params: ExplainParams) -> pd.DataFrame:
@@ -145,236 +95,6 @@ def select_probes(rows: pd.DataFrame, task: str, params: ExplainParams) -> pd.Da
             "expression task; train an attributes model or use a labelled source."
         )
     return probe_set(rows[labelled], params.per_class, params.seed)
-
-
-_Target = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What to explain on the probes: targets, their order and how to describe them."""
-
-    targets: dict[str, list[_Target]]  # label -> one target per probe; the first is primary
-    scored: list[_Target]  # deletion scores (class probabilities for the expression task)
-    explained_class: np.ndarray | None  # (N,) class index per probe (expression task)
-    order: list[int]  # probe indices, first probe of each class first
-    n_compare: int  # method-comparison figures (one per class)
-    captions: list[str]  # one per probe, for figure titles
-    notes: list[str]
-    values: dict[str, np.ndarray] | None = None  # target label -> (N,) predicted rating
-
-
-def _round_robin(labels: np.ndarray) -> list[int]:
-    """Indices ordered first probe of each class, then second of each class, ..."""
-    groups: dict[int, list[int]] = {}
-    for i, lab in enumerate(labels):
-        groups.setdefault(int(lab), []).append(i)
-    order: list[int] = []
-    depth = max((len(g) for g in groups.values()), default=0)
-    for d in range(depth):
-        order.extend(g[d] for _, g in sorted(groups.items()) if d < len(g))
-    return order
-
-
-def _expression_plan(
-    params: ExplainParams, outputs: torch.Tensor, labels: np.ndarray, names: Sequence[str]
-) -> _Plan:
-    if params.target in ("predicted", "true"):
-        kind, name = params.target, None
-    else:
-        kind, name = "class", params.target
-    if params.target == "predicted":
-        explained = outputs.argmax(dim=1).numpy().astype(np.int64)
-    elif params.target == "true":
-        explained = np.asarray(labels, dtype=np.int64)
-    else:
-        explained = np.full(len(outputs), list(names).index(params.target), dtype=np.int64)
-    probs = torch.softmax(outputs, dim=1).numpy()
-    preds = probs.argmax(axis=1)
-    captions = [
-        f"true {names[t] if t >= 0 else '?'}, pred {names[p]} ({probs[i, p]:.2f})"
-        for i, (t, p) in enumerate(zip(labels, preds, strict=True))
-    ]
-    return _Plan(
-        targets={params.target: make_targets(kind, outputs, labels, names, name)},
-        scored=make_targets(kind, outputs, labels, names, name, softmax=True),
-        explained_class=explained,
-        order=_round_robin(labels),
-        n_compare=len(set(labels.tolist())),
-        captions=captions,
-        notes=[],
-    )
-
-
-def _attribute_plan(
-    params: ExplainParams, outputs: torch.Tensor, names: Sequence[str], meta: ModelMeta
-) -> _Plan:
-    targets = {
-        f"{a} {'+' if sign > 0 else '-'}": make_targets("attribute", outputs, None, names, a, sign)
-        for a in params.attributes
-        for sign in (1, -1)
-    }
-    primary = next(iter(targets))
-    mean = np.asarray(meta.target_mean or [0.0] * len(names), dtype=np.float64)
-    std = np.asarray(meta.target_std or [1.0] * len(names), dtype=np.float64)
-    scores = outputs.numpy() * std + mean  # (N, A) on the rating scale
-    shown = [names.index(a) for a in params.attributes]
-    captions = [
-        ", ".join(f"{names[j]} {scores[i, j]:.1f}" for j in shown) for i in range(len(outputs))
-    ]
-    n = len(outputs)
-    values = {label: scores[:, names.index(label.split(" ")[0])] for label in targets}
-    return _Plan(
-        targets=targets,
-        values=values,
-        scored=targets[primary],
-        explained_class=None,
-        order=list(range(n)),
-        n_compare=min(4, n),
-        captions=captions,
-        notes=[
-            f"attributes task: sanity and deletion use the target {primary!r}; localization "
-            "is defined for expression classes only."
-        ],
-    )
-
-
-@dataclass(frozen=True)
-class _MethodMaps:
-    """One method's maps on the probes ``idx``."""
-
-    idx: list[int]
-    cams: dict[str, np.ndarray]  # target label -> (n, H, W) in [0, 1]; first = primary
-    raw: np.ndarray  # (n, H, W) primary target, unnormalised
-    random_cams: np.ndarray  # (n, H, W) primary target on the randomised model
-    random_raw: np.ndarray
-
-    @property
-    def primary(self) -> np.ndarray:
-        return next(iter(self.cams.values()))
-
-
-def _method_maps(
-    method: str,
-    model: FaceVGG,
-    random_model: FaceVGG,
-    x: torch.Tensor,
-    plan: _Plan,
-    params: ExplainParams,
-) -> _MethodMaps:
-    """CAMs of one method for every target, plus the primary target on the randomised copy."""
-    # ScoreCAM needs one forward pass per layer channel: a few probes, primary target only.
-    slow = method == "scorecam"
-    idx = sorted(plan.order[: params.scorecam_images]) if slow else list(range(len(x)))
-    targets = dict(list(plan.targets.items())[:1]) if slow else plan.targets
-    kw = {"method": method, "batch_size": params.batch_size}
-    layer = model.gradcam_layers()[params.layer]
-    cams: dict[str, np.ndarray] = {}
-    raw = None
-    for label, target_list in targets.items():
-        batch = compute_cam_batch(model, layer, x[idx], _take(target_list, idx), **kw)
-        cams[label] = batch.cams
-        raw = batch.raw if raw is None else raw
-    primary = next(iter(plan.targets.values()))
-    random_layer = random_model.gradcam_layers()[params.layer]
-    rand = compute_cam_batch(random_model, random_layer, x[idx], _take(primary, idx), **kw)
-    assert raw is not None  # targets is never empty
-    return _MethodMaps(idx=idx, cams=cams, raw=raw, random_cams=rand.cams, random_raw=rand.raw)
-
-
-def _take(items: Sequence[Any], idx: Sequence[int]) -> list[Any]:
-    return [items[i] for i in idx]
-
-
-def _hwc(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) uint8 -> (B, H, W, 3) uint8."""
-    return images.permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def _method_outputs(
-    method: str,
-    maps: _MethodMaps,
-    plan: _Plan,
-    probes: FaceDataset,
-    outputs: torch.Tensor,
-    names: Sequence[str],
-    params: ExplainParams,
-    random_names: Sequence[str],
-    rhos: Sequence[float],
-) -> tuple[dict[str, Figure], dict[str, np.ndarray]]:
-    """The grid and sanity figures and the ``cams_<method>.npz`` arrays of one method."""
-    idx = maps.idx
-    shown = _hwc(probes.images)
-    labels = np.asarray(probes.labels)
-    arrays: dict[str, np.ndarray] = {
-        "ids": np.asarray(_take(probes.ids, idx)),
-        "targets": np.asarray(list(maps.cams)),
-        "raw": maps.raw.astype(np.float32),
-    }
-    if plan.explained_class is not None:
-        probs = torch.softmax(outputs, dim=1).numpy()[idx]
-        preds = probs.argmax(axis=1)
-        arrays["cams"] = maps.primary.astype(np.float16)  # (n, H, W)
-        arrays["target_index"] = plan.explained_class[idx]
-        arrays["target_name"] = np.asarray([names[i] for i in plan.explained_class[idx]])
-        grid = cam_grid(
-            shown[idx],
-            maps.primary,
-            [int(v) if v >= 0 else None for v in labels[idx]],
-            [int(p) for p in preds],
-            [float(probs[i, p]) for i, p in enumerate(preds)],
-            names,
-            title=f"{method} @ {params.layer}, target: {params.target}",
-        )
-    else:
-        arrays["cams"] = np.stack(list(maps.cams.values())).astype(np.float16)  # (T, n, H, W)
-        grid = attribute_grid(
-            shown[idx],
-            maps.cams,
-            {k: v[idx].tolist() for k, v in (plan.values or {}).items() if k in maps.cams},
-            title=f"{method} @ {params.layer}: signed attribute targets",
-        )
-    chosen = set(idx)
-    rows = sorted([i for i in plan.order if i in chosen][:_MAX_SANITY_ROWS])
-    pos = [idx.index(i) for i in rows]
-    sanity = sanity_figure(
-        shown[rows],
-        maps.primary[pos],
-        maps.random_cams[pos],
-        [rhos[p] for p in pos],
-        title=f"{method}: trained vs randomised ({', '.join(random_names)})",
-    )
-    slug = method_slug(method)
-    return {f"cam_grid_{slug}.png": grid, f"sanity_{slug}.png": sanity}, arrays
-
-
-def _comparison_figures(
-    all_maps: Mapping[str, _MethodMaps], plan: _Plan, probes: FaceDataset, params: ExplainParams
-) -> dict[str, Figure]:
-    """Per-class grids (every method on a class's probes) and per-image method comparisons."""
-    shown = _hwc(probes.images)
-    labels = np.asarray(probes.labels)
-    n = len(probes)
-    figures: dict[str, Figure] = {}
-    complete = {m: maps.primary for m, maps in all_maps.items() if len(maps.idx) == n}
-    if plan.explained_class is not None and complete:
-        for c in sorted({int(v) for v in labels if v >= 0}):
-            sel = np.flatnonzero(labels == c)
-            name = probes.target_names[c]
-            figures[f"class_{name}.png"] = attribute_grid(
-                shown[sel],
-                {m: cams[sel] for m, cams in complete.items()},
-                title=f"true class {name} — {params.layer}, target: {params.target}",
-            )
-    primary = next(iter(plan.targets))
-    for rank, i in enumerate(plan.order[: plan.n_compare]):
-        cams = {m: maps.primary[maps.idx.index(i)] for m, maps in all_maps.items() if i in maps.idx}
-        figures[f"method_grid_{rank:02d}_{probes.ids[i]}.png"] = method_grid(
-            shown[i],
-            cams,
-            title=f"{probes.ids[i]}: {plan.captions[i]} — {params.layer}, target {primary}",
-        )
-    return figures
 
 
 def _headline(
@@ -433,15 +153,7 @@ def explain_probes(
         raise DataError("the probe set is empty; the test split has no usable rows.")
     params = params.model_copy(update={"layer": resolve_cam_layer(params.layer, meta.input_size)})
     names = list(meta.output_names)
-    model.eval()
-    x = meta.eval_transform()(probes.images)  # (N, 3, S, S) normalised
-    with torch.no_grad():
-        outputs = model(x)  # (N, K)
-    labels = np.asarray(probes.labels)
-    if meta.task == "expression":
-        plan = _expression_plan(params, outputs, labels, names)
-    else:
-        plan = _attribute_plan(params, outputs, names, meta)
+    x, outputs, plan = _forward_and_plan(model, meta, probes, params)
     masks = None if probes.masks is None else probes.masks.numpy()
     notes = list(plan.notes)
     if plan.explained_class is not None and masks is None:
@@ -450,28 +162,13 @@ def explain_probes(
     random_model = randomized_copy(model, random_names, params.seed)
 
     out = Explanations()
-    all_maps: dict[str, _MethodMaps] = {}
-    localization: dict[str, Any] = {}
-    sanity: dict[str, Any] = {}
-    deletion: dict[str, Any] = {}
+    checks = _Checks()
+    all_maps: dict[str, MethodMaps] = {}
     for method in params.methods:
-        maps = _method_maps(method, model, random_model, x, plan, params)
+        maps = method_maps(method, model, random_model, x, plan, params)
         all_maps[method] = maps
-        sanity[method] = sanity_check(maps.raw, maps.random_raw, threshold=params.sanity_threshold)
-        deletion[method] = deletion_report(
-            model,
-            x[maps.idx],
-            maps.primary,
-            _take(plan.scored, maps.idx),
-            removal_fractions=params.removal_fractions,
-            seed=params.seed,
-            road=params.road,
-        )
-        if plan.explained_class is not None and masks is not None:
-            localization[method] = localization_report(
-                maps.primary, masks[maps.idx], plan.explained_class[maps.idx], class_names=names
-            )
-        figures, arrays = _method_outputs(
+        checks.run(method, model, x, maps, plan, masks, names, params)
+        figures, arrays = method_outputs(
             method,
             maps,
             plan,
@@ -480,14 +177,91 @@ def explain_probes(
             names,
             params,
             random_names,
-            sanity[method]["spearman_per_image"],
+            checks.sanity[method]["spearman_per_image"],
         )
         out.figures.update(figures)
         out.arrays[f"cams_{method_slug(method)}.npz"] = arrays
-    out.figures.update(_comparison_figures(all_maps, plan, probes, params))
+    out.figures.update(comparison_figures(all_maps, plan, probes, params))
+    meta_doc = {
+        **_meta_doc(meta.task, params, plan, all_maps, probes, random_names, notes),
+        **dict(context or {}),
+    }
+    out.summary = faithfulness_summary(
+        localization=checks.localization or None,
+        sanity=checks.sanity,
+        deletion=checks.deletion,
+        meta=meta_doc,
+    )
+    out.summary["headline"] = _headline(
+        params.methods[0], checks.localization, checks.sanity, checks.deletion
+    )
+    return out
 
-    meta_doc: dict[str, Any] = {
-        "task": meta.task,
+
+def _forward_and_plan(
+    model: FaceVGG, meta: ModelMeta, probes: FaceDataset, params: ExplainParams
+) -> tuple[torch.Tensor, torch.Tensor, Plan]:
+    """The normalised probes (N, 3, S, S), the model's outputs (N, K) and the plan."""
+    model.eval()
+    x = meta.eval_transform()(probes.images)
+    with torch.no_grad():
+        outputs = model(x)
+    names = list(meta.output_names)
+    if meta.task == "expression":
+        return x, outputs, expression_plan(params, outputs, np.asarray(probes.labels), names)
+    return x, outputs, attribute_plan(params, outputs, names, meta)
+
+
+@dataclass
+class _Checks:
+    """The faithfulness reports of each method, filled by :meth:`run`."""
+
+    localization: dict[str, Any] = field(default_factory=dict)
+    sanity: dict[str, Any] = field(default_factory=dict)
+    deletion: dict[str, Any] = field(default_factory=dict)
+
+    def run(
+        self,
+        method: str,
+        model: FaceVGG,
+        x: torch.Tensor,
+        maps: MethodMaps,
+        plan: Plan,
+        masks: np.ndarray | None,
+        names: list[str],
+        params: ExplainParams,
+    ) -> None:
+        """Sanity (raw maps vs randomised model), deletion and, with masks, localization."""
+        self.sanity[method] = sanity_check(
+            maps.raw, maps.random_raw, threshold=params.sanity_threshold
+        )
+        self.deletion[method] = deletion_report(
+            model,
+            x[maps.idx],
+            maps.primary,
+            take(plan.scored, maps.idx),
+            removal_fractions=params.removal_fractions,
+            seed=params.seed,
+            road=params.road,
+        )
+        if plan.explained_class is not None and masks is not None:
+            self.localization[method] = localization_report(
+                maps.primary, masks[maps.idx], plan.explained_class[maps.idx], class_names=names
+            )
+
+
+def _meta_doc(
+    task: str,
+    params: ExplainParams,
+    plan: Plan,
+    all_maps: Mapping[str, MethodMaps],
+    probes: FaceDataset,
+    random_names: list[str],
+    notes: list[str],
+) -> dict[str, Any]:
+    """The ``meta`` block of the summary: what was explained, on what, and how."""
+    return {
+        "task": task,
         "layer": params.layer,
         "target": params.target if plan.explained_class is not None else list(plan.targets),
         "methods": {
@@ -495,20 +269,14 @@ def explain_probes(
             for m, maps in all_maps.items()
         },
         "headline_method": params.methods[0],
-        "n_probes": n,
+        "n_probes": len(probes),
         "probe_ids": list(probes.ids),
         "randomized_layers": random_names,
         "sanity_maps": "raw (unclipped, unnormalised) layer maps",
         "localization_class": "explained class" if plan.explained_class is not None else None,
         "seed": params.seed,
         "notes": notes,
-        **dict(context or {}),
     }
-    out.summary = faithfulness_summary(
-        localization=localization or None, sanity=sanity, deletion=deletion, meta=meta_doc
-    )
-    out.summary["headline"] = _headline(params.methods[0], localization, sanity, deletion)
-    return out
 
 
 def faithfulness_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:

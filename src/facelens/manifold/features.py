@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from facelens.data.dataset import FaceDataset
-from facelens.explain.manifold import alignment_subset
+from facelens.manifold.alignment import alignment_subset
 from facelens.manifold.params import ManifoldParams
 from facelens.models.vgg import FaceVGG, ModelMeta
 

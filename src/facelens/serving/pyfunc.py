@@ -383,7 +383,7 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
         target_text = str(params.get("target", "") or "")
         if not explain:
             return _Options(False, None, "gradcam")
-        from facelens.explain.cams import METHODS, resolve_method
+        from facelens.explain.cams.methods import METHODS, resolve_method
 
         try:
             method = resolve_method(method_text)
@@ -449,7 +449,9 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
         options: _Options,
         rows: Sequence[int],
     ) -> list[dict[str, str] | _RowError]:
-        from facelens.explain.cams import SignedOutputTarget, compute_cam_batch, overlay
+        from facelens.explain.cams.compute import compute_cam_batch
+        from facelens.explain.cams.overlays import overlay
+        from facelens.explain.cams.targets import SignedOutputTarget
 
         names = self._meta.output_names
         if options.target is None:  # predicted class / attribute furthest above its mean
