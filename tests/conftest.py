@@ -378,3 +378,20 @@ def dvc_project() -> Callable[..., Path]:
 def pipeline_params() -> Callable[[], dict]:
     """Factory: :func:`tiny_params` (``params.yaml`` shrunk to run in about a minute)."""
     return tiny_params
+
+
+def _blobs(
+    n_per: int = 20, n_classes: int = 4, dim: int = 16, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs, one per class, far apart: ``(X (N, dim), labels (N,))``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim)) * 10.0
+    labels = np.repeat(np.arange(n_classes), n_per)
+    X = centres[labels] + rng.normal(size=(len(labels), dim))
+    return X, labels
+
+
+@pytest.fixture(scope="session")
+def blobs() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """Factory: ``blobs(n_per=20, n_classes=4, dim=16, seed=0) -> (X, labels)``."""
+    return _blobs

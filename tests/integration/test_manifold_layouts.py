@@ -11,17 +11,9 @@ from facelens.manifold.layouts import embed_2d
 from facelens.manifold.quality import manifold_metrics
 
 
-def _blobs(n_per: int = 20, n_classes: int = 4, dim: int = 16, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, dim)) * 10.0
-    labels = np.repeat(np.arange(n_classes), n_per)
-    X = centres[labels] + rng.normal(size=(len(labels), dim))
-    return X, labels
-
-
 @pytest.mark.slow
-def test_umap_2d_3d_deterministic_and_separates_blobs() -> None:
-    X, labels = _blobs()
+def test_umap_2d_3d_deterministic_and_separatesblobs(blobs) -> None:
+    X, labels = blobs()
     a = embed_2d(X, "umap", seed=1)
     b = embed_2d(X, "umap", seed=1)
     np.testing.assert_array_equal(a, b)
@@ -33,8 +25,8 @@ def test_umap_2d_3d_deterministic_and_separates_blobs() -> None:
 
 
 @pytest.mark.slow
-def test_run_manifold_analysis_with_umap3d() -> None:
-    X, labels = _blobs(n_per=10, n_classes=3)
+def test_run_manifold_analysis_with_umap3d(blobs) -> None:
+    X, labels = blobs(n_per=10, n_classes=3)
     ids = [str(i) for i in range(len(X))]
     res = run_manifold_analysis(
         {"penultimate": X}, ids, labels, EXPRESSIONS, methods=("umap", "umap3d"), seed=0

@@ -72,6 +72,22 @@ def test_tracked_run_killed_on_keyboard_interrupt(mlflow_store) -> None:
     assert _run(run.info.run_id).info.status == "KILLED"
 
 
+@pytest.mark.parametrize("error", [RuntimeError("evaluate broke"), KeyboardInterrupt()])
+def test_a_later_stage_failing_in_a_finished_run_keeps_it_finished(mlflow_store, error) -> None:
+    """evaluate / explain / manifold log into the finished train run; their failure is
+    recorded as a tag and never turns the trained model's run FAILED or KILLED."""
+    with tracked_run("train") as train:
+        pass
+    with (
+        pytest.raises(type(error)),
+        tracked_run("evaluate", run_id=train.info.run_id, keep_status_on_error=True),
+    ):
+        raise error
+    got = _run(train.info.run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.tags["error"].startswith(type(error).__name__)
+
+
 def test_tracked_run_nested_and_resume(mlflow_store) -> None:
     with tracked_run("parent") as parent:
         with tracked_run("child", nested=True) as child:

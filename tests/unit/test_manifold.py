@@ -25,14 +25,6 @@ from facelens.manifold.quality import knn_accuracy, manifold_metrics
 from facelens.manifold.reference import ManifoldReference, load_reference, save_reference
 
 
-def _blobs(n_per: int = 20, n_classes: int = 4, dim: int = 16, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, dim)) * 10.0
-    labels = np.repeat(np.arange(n_classes), n_per)
-    X = centres[labels] + rng.normal(size=(len(labels), dim))
-    return X, labels
-
-
 def _rotation(theta: float) -> np.ndarray:
     return np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
 
@@ -41,8 +33,8 @@ def _rotation(theta: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
-def test_embed_shape_and_determinism(method: str) -> None:
-    X, _ = _blobs()
+def test_embed_shape_and_determinism(blobs, method: str) -> None:
+    X, _ = blobs()
     X_before = X.copy()
     a = embed_2d(X, method, seed=3)
     b = embed_2d(X, method, seed=3)
@@ -51,13 +43,13 @@ def test_embed_shape_and_determinism(method: str) -> None:
     np.testing.assert_array_equal(X, X_before)  # input not mutated
 
 
-def test_tsne_adapts_perplexity_to_tiny_sets() -> None:
-    X, _ = _blobs(n_per=3, n_classes=3)  # 9 samples: default perplexity 30 would fail
+def test_tsne_adapts_perplexity_to_tiny_sets(blobs) -> None:
+    X, _ = blobs(n_per=3, n_classes=3)  # 9 samples: default perplexity 30 would fail
     assert embed_2d(X, "tsne", seed=0).shape == (9, 2)
 
 
-def test_embed_rejects_bad_input() -> None:
-    X, _ = _blobs()
+def test_embed_rejects_bad_input(blobs) -> None:
+    X, _ = blobs()
     with pytest.raises(ValueError, match="method must be one of"):
         embed_2d(X, "mds", seed=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="2-D array"):
@@ -73,8 +65,8 @@ def test_embed_rejects_bad_input() -> None:
 # ---------------------------------------------------------------------------- metrics
 
 
-def test_metrics_on_separated_blobs_are_high() -> None:
-    X, labels = _blobs()
+def test_metrics_on_separated_blobs_are_high(blobs) -> None:
+    X, labels = blobs()
     met = manifold_metrics(X, embed_2d(X, "pca", seed=0), labels, label_names=EXPRESSIONS)
     assert met["knn_accuracy"] == pytest.approx(1.0)
     assert met["knn_accuracy_input"] == pytest.approx(1.0)
@@ -93,8 +85,8 @@ def test_metrics_with_random_labels_are_near_chance() -> None:
     assert abs(met["silhouette"]) < 0.15
 
 
-def test_trustworthiness_drops_for_scrambled_layout() -> None:
-    X, labels = _blobs()
+def test_trustworthiness_drops_for_scrambled_layout(blobs) -> None:
+    X, labels = blobs()
     Y = embed_2d(X, "pca", seed=0)
     scrambled = np.random.default_rng(0).permutation(Y)
     good = manifold_metrics(X, Y, labels)["trustworthiness"]
@@ -112,8 +104,8 @@ def test_knn_accuracy_matches_sklearn_leave_one_out() -> None:
     assert knn_accuracy(Y, labels, k=5) == pytest.approx(expected)
 
 
-def test_metrics_without_labels_and_with_one_class() -> None:
-    X, _ = _blobs()
+def test_metrics_without_labels_and_with_one_class(blobs) -> None:
+    X, _ = blobs()
     Y = embed_2d(X, "pca", seed=0)
     assert set(manifold_metrics(X, Y, None)) == {"n", "k", "trustworthiness"}
     one = manifold_metrics(X, Y, np.zeros(len(X), dtype=int))
@@ -196,8 +188,8 @@ def _png(colour: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
-def test_panel_figure_categorical_continuous_identity() -> None:
-    X, labels = _blobs()
+def test_panel_figure_categorical_continuous_identity(blobs) -> None:
+    X, labels = blobs()
     Y = embed_2d(X, "pca", seed=0)
     attractive = np.linspace(1.0, 9.0, len(X))
     identity = np.array([f"p{i % 30}" for i in range(len(X))])
@@ -215,8 +207,8 @@ def test_panel_figure_categorical_continuous_identity() -> None:
     assert buf.getvalue()[:4] == b"\x89PNG"
 
 
-def test_interactive_html_is_offline_and_has_thumbnails() -> None:
-    X, labels = _blobs(n_per=5, n_classes=2)
+def test_interactive_html_is_offline_and_has_thumbnails(blobs) -> None:
+    X, labels = blobs(n_per=5, n_classes=2)
     ids = [f"img{i:02d}" for i in range(len(X))]
     thumbs = [_png((i * 20, 0, 0)) for i in range(len(X))]
     Y2 = embed_2d(X, "pca", seed=0)
@@ -240,8 +232,8 @@ def test_interactive_html_is_offline_and_has_thumbnails() -> None:
     assert "angry" in page and "img07" in page
 
 
-def test_interactive_html_escapes_ids() -> None:
-    X, _ = _blobs(n_per=3, n_classes=2)
+def test_interactive_html_escapes_ids(blobs) -> None:
+    X, _ = blobs(n_per=3, n_classes=2)
     ids = [f"</script><b>{i}" for i in range(len(X))]
     page = interactive_html({"p": embed_2d(X, "pca", seed=0)}, ids, None)
     assert "</script><b>" not in page
@@ -250,8 +242,8 @@ def test_interactive_html_escapes_ids() -> None:
 # ---------------------------------------------------------------------------- whole analysis
 
 
-def test_run_manifold_analysis_rejects_bad_arguments() -> None:
-    X, labels = _blobs()
+def test_run_manifold_analysis_rejects_bad_arguments(blobs) -> None:
+    X, labels = blobs()
     ids = [str(i) for i in range(len(X))]
     with pytest.raises(ValueError, match="methods must be"):
         run_manifold_analysis({"e": X}, ids, labels, EXPRESSIONS, methods=("mds",))
@@ -265,8 +257,8 @@ def test_thumbnail_png() -> None:
     assert max(out.size) == 48
 
 
-def test_run_manifold_analysis_and_alignment_across_runs() -> None:
-    X, labels = _blobs(n_per=12, n_classes=3)
+def test_run_manifold_analysis_and_alignment_across_runs(blobs) -> None:
+    X, labels = blobs(n_per=12, n_classes=3)
     n = len(X)
     ids = [f"f{i:03d}" for i in range(n)]
     attrs = np.random.default_rng(0).normal(size=(n, 40))
