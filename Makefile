@@ -26,16 +26,16 @@ repro: $(STAMP)  ## run the whole DVC pipeline on SynthFACS (offline)
 	$(BIN)/dvc repro
 
 test: $(STAMP)  ## ruff + the whole test suite (slow tests included)
-	$(BIN)/ruff check src tests pipelines benchmarks
-	$(BIN)/ruff format --check src tests pipelines benchmarks
+	$(BIN)/ruff check src tests pipelines benchmarks tools
+	$(BIN)/ruff format --check src tests pipelines benchmarks tools
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)  ## the unit tier: pure tests, under 90 s
 	$(BIN)/python -m pytest -q -m unit
 
 format: $(STAMP)  ## apply ruff fixes and formatting
-	$(BIN)/ruff check --fix src tests pipelines benchmarks
-	$(BIN)/ruff format src tests pipelines benchmarks
+	$(BIN)/ruff check --fix src tests pipelines benchmarks tools
+	$(BIN)/ruff format src tests pipelines benchmarks tools
 
 clean-venv:  ## remove .venv
 	rm -rf $(VENV)
