@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from facelens.cli import app
 from facelens.constants import EXPRESSIONS
+from facelens.explain.cams.methods import METHODS as _METHODS
 from facelens.serving import faces
 
 runner = CliRunner()
@@ -218,11 +219,18 @@ def test_explain_negative_target(env, synth_png):
 @pytest.fixture
 def few_methods(monkeypatch: pytest.MonkeyPatch) -> dict:
     """Three fast methods instead of all eight (ScoreCAM alone takes ~20 s on CPU)."""
-    import facelens.explain.cams as cams
-
-    methods = {k: cams.METHODS[k] for k in ("gradcam", "gradcam++", "eigencam")}
-    monkeypatch.setattr(cams, "METHODS", methods)
+    methods = {k: _METHODS[k] for k in ("gradcam", "gradcam++", "eigencam")}
+    _patch_methods(monkeypatch, methods)
     return methods
+
+
+def _patch_methods(monkeypatch: pytest.MonkeyPatch, methods: dict) -> None:
+    """Replace the method table where the CLI, the model and the CAM code look it up."""
+    import facelens.explain.cams.compute as compute
+    import facelens.explain.cams.methods as names
+
+    monkeypatch.setattr(names, "METHODS", methods)
+    monkeypatch.setattr(compute, "METHODS", methods)
 
 
 def test_explain_all_methods_writes_named_files_inside_out(env, synth_png, few_methods):
@@ -238,10 +246,8 @@ def test_explain_all_methods_writes_named_files_inside_out(env, synth_png, few_m
 
 
 def test_explain_all_methods_cannot_escape_out(env, synth_png, monkeypatch):
-    import facelens.explain.cams as cams
-
-    hostile = {"gradcam": cams.METHODS["gradcam"], "../../escaped": cams.METHODS["gradcam"]}
-    monkeypatch.setattr(cams, "METHODS", hostile)
+    hostile = {"gradcam": _METHODS["gradcam"], "../../escaped": _METHODS["gradcam"]}
+    _patch_methods(monkeypatch, hostile)
     Path("deep/er").mkdir(parents=True)
     result = runner.invoke(
         app, ["explain", str(synth_png), "--all-methods", "--out", "deep/er/out", "-m", env.run_id]

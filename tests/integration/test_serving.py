@@ -243,10 +243,11 @@ def test_unknown_target_and_method_fail_every_row_with_allowed_names(expr, attrs
 
 
 def test_explain_failure_keeps_the_prediction(expr, monkeypatch):
-    import facelens.explain.cams as cams
+    import facelens.explain.cams.compute as cams
+    from facelens.errors import CamError
 
     def broken(*args, **kwargs):
-        raise cams.CamError("boom")
+        raise CamError("boom")
 
     monkeypatch.setattr(cams, "compute_cam_batch", broken)
     out = _predict(expr, _frame(_b64(_enc(_face(11)))), explain=True)
