@@ -1,0 +1,175 @@
+"""Which accelerator and which numeric precision a run uses, decided in one place.
+
+``device`` (top-level params key, ``--device`` on the CLI, ``FACELENS_DEVICE`` for the served
+model) is ``auto | cpu | cuda | cuda:N | mps``; ``auto`` picks CUDA, else Apple's MPS, else the
+CPU. ``precision`` is ``auto | fp32 | bf16 | fp16``: ``auto`` is bf16 autocast on a CUDA
+device that supports it, fp16 (with a gradient scaler) on one that does not, bf16 on a CPU
+with native bf16 matrix units (AVX512-BF16 / AMX) and fp32 elsewhere.
+
+Explanations (Grad-CAM and the faithfulness checks) always run in fp32 (:func:`fp32`), so a
+map never depends on the precision a model was trained with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from facelens.errors import ConfigError
+
+__all__ = [
+    "DEVICE_ENV",
+    "DevicePolicy",
+    "Precision",
+    "autocast",
+    "cpu_has_bf16",
+    "device_tags",
+    "fp32",
+    "resolve_device",
+    "resolve_precision",
+]
+
+#: Environment variable that overrides the device (the served model reads it when it loads).
+DEVICE_ENV = "FACELENS_DEVICE"
+
+Precision = Literal["fp32", "bf16", "fp16"]
+_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _parse(spec: str, origin: str) -> str:
+    value = spec.strip().lower()
+    if value in ("auto", "cpu", "cuda", "mps"):
+        return value
+    if value.startswith("cuda:") and value[5:].isdigit():
+        return value
+    raise ConfigError(
+        f"{origin}: got {spec!r}; allowed: auto, cpu, cuda, cuda:N (N a GPU index), mps"
+    )
+
+
+def resolve_device(spec: str = "auto", *, env: bool = True) -> torch.device:
+    """The torch device for ``spec`` (``FACELENS_DEVICE`` wins when ``env`` is true).
+
+    Raises:
+        ConfigError: an unknown spec, or a device this machine does not have (``cuda`` without
+            a CUDA GPU, ``cuda:3`` on a machine with two, ``mps`` off Apple silicon).
+    """
+    origin = "device"
+    if env and os.environ.get(DEVICE_ENV, "").strip():
+        spec, origin = os.environ[DEVICE_ENV], DEVICE_ENV
+    value = _parse(spec, origin)
+    if value == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if value.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(value[5:]) if ":" in value else 0
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ConfigError(
+                f"{origin}: got {spec!r} but this machine has {have}; use 'auto' or 'cpu'"
+            )
+    if value == "mps" and not _mps_available():
+        raise ConfigError(f"{origin}: got 'mps' but MPS is not available here; use 'auto'")
+    return torch.device(value)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (oneDNN's check: AVX512-BF16/AMX)."""
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    if check is None:  # pragma: no cover - builds without oneDNN
+        return False
+    try:
+        return bool(check())
+    except RuntimeError:  # pragma: no cover
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> Precision:
+    """The precision ``precision`` (``auto`` or an explicit one) means on ``device``.
+
+    Raises:
+        ConfigError: an unknown value, or fp16 asked for on the CPU (no fast fp16 kernels).
+    """
+    value = precision.strip().lower()
+    if value not in _PRECISIONS:
+        raise ConfigError(f"precision: got {precision!r}; allowed: {', '.join(_PRECISIONS)}")
+    if value == "fp16" and device.type == "cpu":
+        raise ConfigError("precision: got 'fp16' on the CPU; use 'bf16', 'fp32' or 'auto'")
+    if value != "auto":
+        return value  # type: ignore[return-value]
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    """A resolved device and precision; :meth:`autocast` is the context training runs in."""
+
+    device: torch.device
+    precision: Precision = "fp32"
+
+    @classmethod
+    def resolve(cls, device: str = "auto", precision: str = "fp32") -> DevicePolicy:
+        """Resolve both specs (see :func:`resolve_device` / :func:`resolve_precision`)."""
+        dev = resolve_device(device)
+        return cls(dev, resolve_precision(precision, dev))
+
+    @property
+    def needs_scaler(self) -> bool:
+        """fp16 on CUDA needs a gradient scaler; bf16 and fp32 do not."""
+        return self.precision == "fp16" and self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for this policy (a no-op context for fp32)."""
+        return autocast(self.device, self.precision)
+
+
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for bf16/fp16 on ``device``; a no-op context for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+@contextlib.contextmanager
+def fp32(device: torch.device) -> Iterator[None]:
+    """Run the body in fp32 even inside an autocast region (explanations use this)."""
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield
+
+
+def device_tags(policy: DevicePolicy) -> dict[str, str]:
+    """Run tags naming the device actually used, its name and the torch / CUDA versions."""
+    dev = policy.device
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    elif dev.type == "mps":
+        name = "Apple MPS"
+    else:
+        name = platform.processor() or platform.machine()
+    return {
+        "facelens.device": str(dev),
+        "facelens.device_name": name,
+        "facelens.precision": policy.precision,
+        "facelens.torch_version": torch.__version__,
+        "facelens.cuda_version": str(torch.version.cuda or "none"),
+    }

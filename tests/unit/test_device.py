@@ -1,0 +1,106 @@
+"""Device and precision resolution (``facelens.device``), mocked where this machine lacks a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import facelens.device as dev
+from facelens.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(dev.DEVICE_ENV, raising=False)
+
+
+def _fake_cuda(monkeypatch: pytest.MonkeyPatch, count: int, bf16: bool = True) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+
+
+def test_auto_prefers_cuda_then_cpu(monkeypatch):
+    _fake_cuda(monkeypatch, 0)
+    monkeypatch.setattr(dev, "_mps_available", lambda: False)
+    assert dev.resolve_device("auto") == torch.device("cpu")
+    _fake_cuda(monkeypatch, 1)
+    assert dev.resolve_device("auto") == torch.device("cuda")
+
+
+def test_explicit_devices_are_checked_against_the_machine(monkeypatch):
+    _fake_cuda(monkeypatch, 2)
+    assert dev.resolve_device("cuda:1") == torch.device("cuda:1")
+    assert dev.resolve_device(" CPU ") == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"'cuda:2' but this machine has 2 CUDA"):
+        dev.resolve_device("cuda:2")
+    _fake_cuda(monkeypatch, 0)
+    with pytest.raises(ConfigError, match="no CUDA device; use 'auto' or 'cpu'"):
+        dev.resolve_device("cuda")
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "cuda:", ""])
+def test_unknown_device_names_what_is_allowed(bad):
+    with pytest.raises(ConfigError, match="allowed: auto, cpu, cuda, cuda:N") as info:
+        dev.resolve_device(bad)
+    assert info.value.args[0].startswith(f"device: got {bad!r}")
+
+
+def test_environment_variable_overrides_and_is_named_in_errors(monkeypatch):
+    _fake_cuda(monkeypatch, 0)
+    monkeypatch.setenv(dev.DEVICE_ENV, "cpu")
+    assert dev.resolve_device("cuda") == torch.device("cpu")
+    assert dev.resolve_device("cuda:7", env=True) == torch.device("cpu")
+    monkeypatch.setenv(dev.DEVICE_ENV, "tpu")
+    with pytest.raises(ConfigError, match=rf"^{dev.DEVICE_ENV}: got 'tpu'"):
+        dev.resolve_device("cpu")
+    assert dev.resolve_device("cpu", env=False) == torch.device("cpu")
+
+
+@pytest.mark.parametrize(("has_bf16", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_cpu_follows_the_bf16_units(monkeypatch, has_bf16, expected):
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: has_bf16)
+    assert dev.resolve_precision("auto", torch.device("cpu")) == expected
+    assert dev.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+@pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16"), (False, "fp16")])
+def test_auto_precision_on_cuda(monkeypatch, bf16, expected):
+    _fake_cuda(monkeypatch, 1, bf16=bf16)
+    assert dev.resolve_precision("auto", torch.device("cuda")) == expected
+    policy = dev.DevicePolicy(torch.device("cuda"), expected)
+    assert policy.needs_scaler is (expected == "fp16")
+
+
+def test_bad_precisions_are_one_line_errors():
+    with pytest.raises(ConfigError, match="allowed: auto, fp32, bf16, fp16"):
+        dev.resolve_precision("half", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="'fp16' on the CPU"):
+        dev.resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_autocast_and_the_fp32_escape():
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    cpu = torch.device("cpu")
+    with dev.autocast(cpu, "bf16"):
+        assert (a @ b).dtype == torch.bfloat16
+        with dev.fp32(cpu):
+            assert (a @ b).dtype == torch.float32
+    with dev.DevicePolicy(cpu, "fp32").autocast():
+        assert (a @ b).dtype == torch.float32
+    assert dev.DevicePolicy(cpu, "bf16").needs_scaler is False
+
+
+def test_device_tags_name_device_precision_and_versions():
+    tags = dev.device_tags(dev.DevicePolicy(torch.device("cpu"), "bf16"))
+    assert tags["facelens.device"] == "cpu"
+    assert tags["facelens.precision"] == "bf16"
+    assert tags["facelens.torch_version"] == torch.__version__
+    assert tags["facelens.device_name"]
+    assert set(tags) == {
+        "facelens.device",
+        "facelens.device_name",
+        "facelens.precision",
+        "facelens.torch_version",
+        "facelens.cuda_version",
+    }
