@@ -19,7 +19,6 @@ _NOT_YET_SPLIT = {
     "facelens/data/split.py",
     "facelens/data/synth.py",
     "facelens/models/vgg.py",
-    "facelens/serving/pyfunc.py",
     "facelens/training/fit.py",
 }
 

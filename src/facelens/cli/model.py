@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 TASKS = ("expression", "attributes")
-#: Rows sent to the pyfunc per call (its per-request limit, ``pyfunc.DEFAULT_MAX_ROWS``).
+#: Rows sent to the pyfunc per call (its per-request limit, ``facelens.serving.pyfunc.DEFAULT_MAX_ROWS``).
 ROWS_PER_CALL = 64
 
 ModelOption = Annotated[
