@@ -20,6 +20,8 @@ __all__ = [
     "MissingInputError",
     "ModelFileError",
     "NoFaceFound",
+    "RunNotFound",
+    "RunReferenceError",
     "SourceError",
     "StageError",
     "WeightsUnavailable",
@@ -78,3 +80,13 @@ class NoFaceFound(FaceLensError, ValueError):
 
 class StageError(FaceLensError, RuntimeError):
     """A stage cannot produce its outputs; the message says why and what to do."""
+
+
+class RunReferenceError(FaceLensError, ValueError):
+    """A run reference (``facelens compare``) has none of the accepted forms, or none was
+    given; the message lists the forms."""
+
+
+class RunNotFound(FaceLensError, LookupError):
+    """A referenced MLflow run, registered model, alias or version does not exist, or the
+    model version is not linked to a run."""

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from facelens.cli import app
+from facelens.cli.app import app
 from facelens.constants import EXPRESSIONS
 from facelens.explain.cams.methods import METHODS as _METHODS
 from facelens.serving import faces
@@ -62,11 +62,11 @@ def store(
 @pytest.fixture
 def env(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
     """Point the CLI at the module's store and run it in an empty folder."""
-    import facelens.cli as cli
+    import facelens.cli.console as console
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli.out, "_width", 250)  # tables are not squeezed to 80 columns
+    monkeypatch.setattr(console.out, "_width", 250)  # tables are not squeezed to 80 columns
     return store
 
 

@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from facelens.tracking.compare import (
-    RunSnapshot,
-    build_report_html,
-    compare_runs,
-    resolve_run_ref,
-)
+from facelens.tracking.compare.page import build_report_html
+from facelens.tracking.compare.refs import resolve_run_ref
+from facelens.tracking.compare.report import compare_runs
+from facelens.tracking.compare.snapshot import RunSnapshot
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402

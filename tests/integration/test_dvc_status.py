@@ -85,7 +85,7 @@ def _cases() -> list[str]:
         min((f for f, u in users.items() if name in u), key=lambda f: (len(users[f]), f))
         for name in stages
     }
-    return sorted(picks | {"src/facelens/config.py", "src/facelens/cli.py"})
+    return sorted(picks | {"src/facelens/config.py", "src/facelens/cli/app.py"})
 
 
 @pytest.mark.parametrize("edited", _cases())

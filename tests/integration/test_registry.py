@@ -168,7 +168,7 @@ def test_pyfunc_roundtrip_with_bad_rows(mlflow_store, tmp_path, task) -> None:
 
     from facelens.constants import ATTRIBUTES, EXPRESSIONS
     from facelens.serving.log_model import log_pyfunc_model
-    from facelens.serving.pyfunc import model_signature, output_columns
+    from facelens.serving.schema import model_signature, output_columns
 
     names = EXPRESSIONS if task == "expression" else ATTRIBUTES[:3]
     with torch.random.fork_rng(devices=[]):

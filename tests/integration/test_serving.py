@@ -19,13 +19,8 @@ from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.data.images import CODES, decode_image
 from facelens.models.params import ModelParams
 from facelens.models.vgg import ModelMeta, build_model, export_model
-from facelens.serving.pyfunc import (
-    CAM_COLUMNS,
-    ROW_CODES,
-    FaceLensModel,
-    model_signature,
-    output_columns,
-)
+from facelens.serving.pyfunc import FaceLensModel
+from facelens.serving.schema import CAM_COLUMNS, ROW_CODES, model_signature, output_columns
 
 ATTRS = ATTRIBUTES[:4]
 

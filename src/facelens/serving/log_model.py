@@ -24,12 +24,14 @@ from mlflow.models.model import ModelInfo
 from facelens._closure import SRC_ROOT, closure
 from facelens.errors import MissingInputError
 from facelens.models.vgg import ModelMeta
-from facelens.serving.pyfunc import model_signature
+from facelens.serving.pyfunc import FaceLensModel
+from facelens.serving.schema import model_signature
 
 __all__ = ["ENTRY_MODULE", "SERVING_REQUIREMENTS", "log_pyfunc_model", "model_code_files"]
 
-#: The module whose class the logged model's entry script instantiates.
-ENTRY_MODULE = "facelens.serving.pyfunc"
+#: The module whose class the logged model's entry script instantiates (imported above, so the
+#: code the served model runs is in the import closure of whatever logs it: the train stage).
+ENTRY_MODULE = FaceLensModel.__module__
 #: Distributions the served model imports (facelens itself travels as code).
 SERVING_REQUIREMENTS: tuple[str, ...] = (
     "mlflow",
@@ -101,7 +103,7 @@ def log_pyfunc_model(
         model_dir: the directory written by ``export_model`` (``state_dict.pt``, ``meta.json``).
         name: the logged model's name in the run.
         input_example: a DataFrame with an ``image`` column; default: one grey PNG.
-        signature: an MLflow signature; default: :func:`~facelens.serving.pyfunc.model_signature`.
+        signature: an MLflow signature; default: :func:`~facelens.serving.schema.model_signature`.
         model_config: decoder limits / batch size for :class:`FaceLensModel`.
         extra_pip_requirements: more requirement specifiers to record.
 

@@ -16,7 +16,7 @@ from facelens.data.dataset import load_splits
 from facelens.data.manifest import data_version
 from facelens.models.vgg import export_model
 from facelens.serving.log_model import log_pyfunc_model
-from facelens.serving.pyfunc import model_signature
+from facelens.serving.schema import model_signature
 from facelens.tracking.runs import (
     MlflowEpochLogger,
     configure,

@@ -1,2 +1,3 @@
-"""MLflow tracking: runs and lineage (:mod:`.runs`), the registry (:mod:`.registry`) and the
-``tracking`` / ``registry`` params (:mod:`.params`)."""
+"""MLflow tracking: runs and lineage (:mod:`.runs`), the registry (:mod:`.registry`), run
+comparison reports (:mod:`.compare`) and the ``tracking`` / ``registry`` params
+(:mod:`.params`)."""

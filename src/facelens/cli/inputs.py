@@ -1,0 +1,71 @@
+"""Image files in, base64 out (and back): what predict and explain send to the pyfunc."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from facelens.cli.console import fail
+from facelens.errors import DataError, MissingInputError, NoFaceFound
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["decode_png_b64", "png_b64", "read_input"]
+
+
+def read_input(path: Path, detect_face: bool, margin: float) -> tuple[str, np.ndarray | None]:
+    """Base64 of what is sent for ``path`` and, when decoded here, the RGB image sent.
+
+    Raises:
+        MissingInputError: ``path`` does not exist (the message names it).
+        DataError: a one-line reason naming the file (not a file, unreadable, undecodable, no
+            face: :class:`~facelens.errors.NoFaceFound`).
+    """
+    from facelens.data.images import ImageRejected, read_image_file
+
+    if not path.exists():
+        raise MissingInputError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    if not detect_face:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{path}: the file could not be read ({type(exc).__name__})") from None
+        return base64.b64encode(data).decode("ascii"), None
+    from facelens.serving.faces import FaceDetectorUnavailable, crop_largest_face
+
+    try:
+        image = read_image_file(path)
+        crop, _ = crop_largest_face(image, margin=margin)
+    except ImageRejected as exc:
+        raise DataError(f"{exc.message} [{exc.code}]") from None
+    except NoFaceFound:
+        raise NoFaceFound(
+            f"{path}: no face was found (OpenCV Haar cascade, frontal faces); "
+            "crop the face yourself or run without --detect-face"
+        ) from None
+    except FaceDetectorUnavailable as exc:
+        fail(str(exc))
+    return png_b64(crop), crop
+
+
+def png_b64(image: np.ndarray) -> str:
+    """Base64 of ``image`` (RGB uint8) encoded as PNG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_png_b64(text: str) -> np.ndarray:
+    """The RGB image of a base64 PNG (the pyfunc's ``cam_png``)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(base64.b64decode(text))) as im:
+        return np.asarray(im.convert("RGB"))

@@ -1,0 +1,114 @@
+"""The served model from the command line: the ``--model`` / ``--task`` / ``--detect-face`` /
+``--margin`` options, the model URI they name, loading it and sending it images.
+
+predict and explain share one code path with ``mlflow models serve``: the pyfunc model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facelens.cli.console import err, fail
+from facelens.cli.defaults import load_params_or_default, tracking_uri
+
+__all__ = [
+    "ROWS_PER_CALL",
+    "TASKS",
+    "DetectOption",
+    "MarginOption",
+    "ModelOption",
+    "TaskOption",
+    "load_model",
+    "model_uri",
+    "run_model",
+]
+
+TASKS = ("expression", "attributes")
+#: Rows sent to the pyfunc per call (its per-request limit, ``facelens.serving.pyfunc.DEFAULT_MAX_ROWS``).
+ROWS_PER_CALL = 64
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="MLflow model URI (models:/name@alias, models:/name/3, runs:/<id>/model, a local "
+        "model folder) or a run id; default models:/<registry.model_name>@<registry.champion_alias> "
+        "of ./params.yaml (models:/facelens-<task>@champion).",
+    ),
+]
+TaskOption = Annotated[
+    str, typer.Option("--task", help="expression | attributes: picks the default model.")
+]
+DetectOption = Annotated[
+    bool,
+    typer.Option(
+        "--detect-face",
+        help="Crop the largest face (OpenCV Haar cascade) with a margin before predicting.",
+    ),
+]
+MarginOption = Annotated[
+    float,
+    typer.Option(
+        "--margin", min=0.0, max=2.0, help="Context kept around a detected face (x face size)."
+    ),
+]
+
+
+def model_uri(model: str | None, task: str) -> str:
+    """Turn ``--model`` into an MLflow model URI (a bare run id -> ``runs:/<id>/model``)."""
+    if task not in TASKS:
+        raise typer.BadParameter(f"got {task!r}; allowed: {', '.join(TASKS)}", param_hint="--task")
+    if model is None or not model.strip():
+        return load_params_or_default(None).registry.champion_uri(task)
+    text = model.strip()
+    if ":" in text or "/" in text or Path(text).is_dir():
+        return text
+    if re.fullmatch(r"[A-Za-z0-9_\-]+", text):
+        return f"runs:/{text}/model"
+    raise typer.BadParameter(
+        f"got {text!r}; give models:/<name>@<alias>, models:/<name>/<version>, "
+        "runs:/<run_id>/model, a local model folder or a run id",
+        param_hint="--model",
+    )
+
+
+def load_model(uri: str):  # -> mlflow.pyfunc.PyFuncModel
+    """Load a pyfunc model, exit 1 with a one-line reason when that fails."""
+    import logging
+
+    import mlflow
+
+    tracking_uri()
+    logging.getLogger("mlflow").setLevel(logging.ERROR)  # keep stderr to our one-liners
+    try:
+        with err.status(f"loading {uri}"):
+            return mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # MLflow raises many types; the user needs one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fail(f"{uri}: could not load the model ({reason[:300]})")
+
+
+def run_model(model, images: list[str], params: dict, progress=None) -> list[dict]:
+    """Predict base64 images through the pyfunc in chunks; one dict per image, in order."""
+    import pandas as pd
+
+    rows: list[dict] = []
+    for start in range(0, len(images), ROWS_PER_CALL):
+        chunk = images[start : start + ROWS_PER_CALL]
+        frame = model.predict(pd.DataFrame({"image": chunk}), params=params)
+        for record in frame.to_dict(orient="records"):
+            rows.append(
+                {
+                    k: (None if isinstance(v, float) and math.isnan(v) else v)
+                    for k, v in record.items()
+                }
+            )
+        if progress is not None:
+            progress(min(start + ROWS_PER_CALL, len(images)), len(images))
+    return rows

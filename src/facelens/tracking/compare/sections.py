@@ -1,0 +1,159 @@
+"""The parts of the comparison report (pure): tables whose differing rows are highlighted, the
+runs' images side by side, the interactive manifold pages and the faithfulness metrics."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from facelens.tracking.compare.snapshot import IMAGE_SUFFIXES, RunSnapshot
+
+__all__ = [
+    "diff_table",
+    "esc",
+    "faithfulness_section",
+    "image_rows",
+    "interactive_section",
+]
+
+_FAITHFULNESS = "explain/faithfulness.json"
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt_number(value: float) -> str:
+    if value != value:  # NaN
+        return "nan"
+    if value == int(value) and abs(value) < 1e12:
+        return str(int(value))
+    return f"{value:.5g}"
+
+
+def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(doc, Mapping):
+        for k, v in doc.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(doc, list) and all(not isinstance(v, (Mapping, list)) for v in doc):
+        out[prefix] = ", ".join(str(v) for v in doc)
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = doc
+    return out
+
+
+def diff_table(
+    title_cols: Sequence[str],
+    rows: Mapping[str, Sequence[Any]],
+    *,
+    numeric: bool,
+    only_diff: bool = False,
+) -> tuple[str, int]:
+    """HTML table; rows whose present values differ get class 'diff'. Returns (html, n_diff)."""
+    head = "".join(f"<th>{esc(c)}</th>" for c in ("name", *title_cols))
+    body: list[str] = []
+    n_diff = 0
+    for name in sorted(rows):
+        vals = rows[name]
+        differs = len({json.dumps(v, default=str) for v in vals}) > 1 if len(vals) > 1 else False
+        n_diff += differs
+        if only_diff and not differs:
+            continue
+        cells = []
+        for v in vals:
+            if v is None:
+                cells.append("<td class='missing'>—</td>")
+            elif numeric and isinstance(v, (int, float)) and not isinstance(v, bool):
+                cells.append(f"<td class='num'>{esc(_fmt_number(float(v)))}</td>")
+            else:
+                cells.append(f"<td>{esc(v)}</td>")
+        cls = " class='diff'" if differs else ""
+        body.append(f"<tr{cls}><td>{esc(name)}</td>{''.join(cells)}</tr>")
+    if not body:
+        return "<p class='note'>none</p>", n_diff
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>", n_diff
+
+
+def _data_uri(path: str, data: bytes) -> str:
+    mime = IMAGE_SUFFIXES[Path(path).suffix.lower()]
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def image_rows(runs: Sequence[RunSnapshot], folder: str) -> str:
+    """One row per image name found under ``folder`` in any run, one cell per run."""
+    names: set[str] = set()
+    for r in runs:
+        for p in r.artifacts:
+            if p.startswith(folder + "/") and Path(p).suffix.lower() in IMAGE_SUFFIXES:
+                names.add(p[len(folder) + 1 :])
+    if not names:
+        return f"<p class='note'>No images under <code>{esc(folder)}/</code> in these runs.</p>"
+    parts: list[str] = []
+    for name in sorted(names):
+        cells = []
+        for r in runs:
+            data = r.artifacts.get(f"{folder}/{name}")
+            cap = f"<div class='cap'>{esc(r.label)}</div>"
+            if data is None:
+                cells.append(f"<div class='cell'>{cap}<p class='note'>missing</p></div>")
+            else:
+                img = f"<img alt='{esc(name)}' src='{_data_uri(name, data)}'>"
+                cells.append(f"<div class='cell'>{cap}{img}</div>")
+        parts.append(f"<h3>{esc(name)}</h3><div class='row'>{''.join(cells)}</div>")
+    return "".join(parts)
+
+
+def interactive_section(runs: Sequence[RunSnapshot], embed: bool) -> str:
+    items: list[str] = []
+    for r in runs:
+        for p, data in sorted(r.artifacts.items()):
+            if not (p.startswith("manifold/") and p.endswith(".html")):
+                continue
+            size_mb = len(data) / 2**20
+            where = f"runs:/{r.run_id}/{p}"
+            if embed:
+                doc = data.decode("utf-8", errors="replace")
+                items.append(
+                    f"<h3>{esc(r.label)} — {esc(p)}</h3>"
+                    f"<iframe sandbox='allow-scripts' srcdoc='{esc(doc)}'></iframe>"
+                )
+            else:
+                items.append(
+                    f"<li>{esc(r.label)}: <code>{esc(where)}</code> ({size_mb:.1f} MiB)</li>"
+                )
+    if not items:
+        return ""
+    if embed:
+        return "<h2>Interactive manifold pages</h2>" + "".join(items)
+    return (
+        "<h2>Interactive manifold pages</h2><p class='note'>Not embedded (each holds its own "
+        "copy of plotly.js); download them from the runs, or rerun with embedding on.</p>"
+        f"<ul>{''.join(items)}</ul>"
+    )
+
+
+def faithfulness_section(runs: Sequence[RunSnapshot]) -> str:
+    flat: list[dict[str, Any] | None] = []
+    for r in runs:
+        data = r.artifacts.get(_FAITHFULNESS)
+        if data is None:
+            flat.append(None)
+            continue
+        try:
+            flat.append(_flatten(json.loads(data.decode("utf-8"))))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            flat.append({"(unreadable faithfulness.json)": str(exc)})
+    if all(f is None for f in flat):
+        return f"<p class='note'>No <code>{_FAITHFULNESS}</code> in these runs.</p>"
+    keys = sorted({k for f in flat if f for k in f})
+    rows = {k: [None if f is None else f.get(k) for f in flat] for k in keys}
+    rendered, _ = diff_table([r.label for r in runs], rows, numeric=True)
+    return rendered
