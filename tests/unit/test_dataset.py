@@ -10,13 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from facelens.data.dataset import (
-    FaceDataset,
-    attribute_stats,
-    load_split,
-    make_transform,
-    target_columns,
-)
+from facelens.data.dataset import FaceDataset
+from facelens.data.split_csv import load_split
+from facelens.data.targets import attribute_stats, target_columns
+from facelens.data.transforms import make_transform
 
 NORM = ((0.5, 0.4, 0.3), (0.25, 0.2, 0.1))
 

@@ -12,14 +12,11 @@ import pytest
 
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.data.images import ImageRejected, decode_image
-from facelens.data.sources import (
-    RawRecord,
-    iter_attributes_table,
-    iter_fer2013_csv,
-    iter_imagefolder,
-    match_attribute,
-    read_limited,
-)
+from facelens.data.sources.attributes_table import iter_attributes_table, match_attribute
+from facelens.data.sources.fer2013_csv import iter_fer2013_csv
+from facelens.data.sources.files import read_limited
+from facelens.data.sources.imagefolder import iter_imagefolder
+from facelens.data.sources.records import RawRecord
 
 
 def _problems(records: list[RawRecord]) -> Counter[str]:

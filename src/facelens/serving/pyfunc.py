@@ -64,8 +64,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
-from facelens.data.dataset import make_transform
 from facelens.data.images import CODES, ImageRejected, decode_image, resize_square
+from facelens.data.transforms import make_transform
 from facelens.models.vgg import ModelMeta, load_exported, resolve_cam_layer
 
 __all__ = [
