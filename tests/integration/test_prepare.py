@@ -18,7 +18,7 @@ from facelens.data.params import DataParams, SplitParams
 from facelens.data.prepare import check_source, prepare_dataset, source_params_for_path
 from facelens.data.split import split_prepared
 from facelens.data.synth import AUS, SynthParams
-from facelens.errors import SourceError
+from facelens.errors import MissingInputError, SourceError
 
 
 def _listing(root: Path) -> list[str]:
@@ -187,13 +187,13 @@ def test_no_usable_image_raises_and_keeps_previous(tmp_path: Path, fer_csv) -> N
 
 
 def test_unusable_source_raises_clearly(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(MissingInputError, match="nowhere"):
         prepare_dataset(
             DataParams(source="imagefolder", path=str(tmp_path / "nowhere")), tmp_path / "out"
         )
     header = tmp_path / "x.csv"
     header.write_text("label,image\n1,2\n")
-    with pytest.raises(ValueError, match="missing column 'emotion'"):
+    with pytest.raises(SourceError, match="missing column 'emotion'"):
         prepare_dataset(DataParams(source="fer2013_csv", path=str(header)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -215,9 +215,9 @@ def test_source_params_for_path(tmp_path: Path, fer_csv, attributes_xlsx) -> Non
     assert source_params_for_path(tmp_path).source == "imagefolder"
     params = source_params_for_path(attributes_xlsx.path, attributes_xlsx.table)
     assert params.source == "attributes_table" and params.table == str(attributes_xlsx.table)
-    with pytest.raises(ValueError, match="--table"):
+    with pytest.raises(SourceError, match="--table"):
         source_params_for_path(attributes_xlsx.table)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MissingInputError):
         source_params_for_path(tmp_path / "nope")
 
 
