@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from facelens.data.dataset import FaceDataset, make_transform
+from facelens.data.dataset import FaceDataset
+from facelens.data.transforms import make_transform
 from facelens.models.cache import ActivationCache
 from facelens.models.params import ModelParams
 from facelens.models.vgg import DEFAULT_NORM, build_model

@@ -23,11 +23,11 @@ from mlflow import MlflowClient
 from facelens._io import flatten_metrics
 from facelens.config import Params
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
-from facelens.data.dataset import load_splits
 from facelens.data.manifest import data_version as data_version_of
 from facelens.data.params import DataParams, SplitParams
 from facelens.data.prepare import prepare_dataset
 from facelens.data.split import split_prepared
+from facelens.data.split_csv import load_splits
 from facelens.data.synth import SynthParams
 from facelens.explain.cams.methods import METHODS, method_slug
 from facelens.explain.params import CamMethod, ExplainParams

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from facelens.data.dataset import FaceDataset, make_transform
+from facelens.data.dataset import FaceDataset
+from facelens.data.transforms import make_transform
 from facelens.models.cache import ActivationCache
 from facelens.models.params import ModelParams
 from facelens.models.vgg import FaceVGG, build_model

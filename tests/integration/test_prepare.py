@@ -11,18 +11,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import facelens.data.prepare as prepare_module
+import facelens.data.prepare_rows as prepare_rows_module
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.data.manifest import MANIFEST_COLUMNS, pixel_sha256, read_manifest
 from facelens.data.params import DataParams, SplitParams
-from facelens.data.prepare import (
-    SourceError,
-    check_source,
-    prepare_dataset,
-    source_params_for_path,
-)
+from facelens.data.prepare import check_source, prepare_dataset, source_params_for_path
 from facelens.data.split import split_prepared
 from facelens.data.synth import AUS, SynthParams
+from facelens.errors import MissingInputError, SourceError
 
 
 def _listing(root: Path) -> list[str]:
@@ -160,7 +156,7 @@ def test_prepare_is_atomic(fer_csv, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     out = tmp_path / "prepared"
     prepare_dataset(DataParams(source="fer2013_csv", path=str(fer_csv.path)), out)
     before = {p: (out / p).read_bytes() for p in _listing(out) if (out / p).is_file()}
-    real = prepare_module.perceptual_hash
+    real = prepare_rows_module.perceptual_hash
     count = {"n": 0}
 
     def failing(img: np.ndarray) -> str:
@@ -169,7 +165,7 @@ def test_prepare_is_atomic(fer_csv, tmp_path: Path, monkeypatch: pytest.MonkeyPa
             raise RuntimeError("disk full midway")
         return real(img)
 
-    monkeypatch.setattr(prepare_module, "perceptual_hash", failing)
+    monkeypatch.setattr(prepare_rows_module, "perceptual_hash", failing)
     with pytest.raises(RuntimeError, match="midway"):
         prepare_dataset(DataParams(source="fer2013_csv", path=str(fer_csv.path)), out)
     after = {p: (out / p).read_bytes() for p in _listing(out) if (out / p).is_file()}
@@ -191,13 +187,13 @@ def test_no_usable_image_raises_and_keeps_previous(tmp_path: Path, fer_csv) -> N
 
 
 def test_unusable_source_raises_clearly(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(MissingInputError, match="nowhere"):
         prepare_dataset(
             DataParams(source="imagefolder", path=str(tmp_path / "nowhere")), tmp_path / "out"
         )
     header = tmp_path / "x.csv"
     header.write_text("label,image\n1,2\n")
-    with pytest.raises(ValueError, match="missing column 'emotion'"):
+    with pytest.raises(SourceError, match="missing column 'emotion'"):
         prepare_dataset(DataParams(source="fer2013_csv", path=str(header)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -219,9 +215,9 @@ def test_source_params_for_path(tmp_path: Path, fer_csv, attributes_xlsx) -> Non
     assert source_params_for_path(tmp_path).source == "imagefolder"
     params = source_params_for_path(attributes_xlsx.path, attributes_xlsx.table)
     assert params.source == "attributes_table" and params.table == str(attributes_xlsx.table)
-    with pytest.raises(ValueError, match="--table"):
+    with pytest.raises(SourceError, match="--table"):
         source_params_for_path(attributes_xlsx.table)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MissingInputError):
         source_params_for_path(tmp_path / "nope")
 
 
@@ -236,16 +232,16 @@ def test_prepare_then_split(fer_csv, tmp_path: Path) -> None:
 def test_oversized_and_unreadable_files_are_quarantined(
     fer_folder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import facelens.data.sources as sources_module
+    import facelens.data.sources.imagefolder as imagefolder_module
 
-    real = sources_module.read_limited
+    real = imagefolder_module.read_limited
 
     def limited(path: Path) -> bytes:
         if path.name == "img001.png":
             raise PermissionError("denied")
         return real(path, max_bytes=3000)
 
-    monkeypatch.setattr(sources_module, "read_limited", limited)
+    monkeypatch.setattr(imagefolder_module, "read_limited", limited)
     report = check_source(DataParams(source="imagefolder", path=str(fer_folder.path)))
     reasons = {q["file"].rsplit("/", 1)[-1]: q for q in report.quarantine}
     assert reasons["img001.png"]["reason"] == "unreadable"

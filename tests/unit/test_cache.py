@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from facelens.data.dataset import FaceDataset, make_transform
+from facelens.data.dataset import FaceDataset
+from facelens.data.transforms import make_transform
 from facelens.models.cache import ActivationCache, cache_key, prefix_digest
 from facelens.models.vgg import FaceVGG, apply_freeze
 

@@ -10,13 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from facelens.data.dataset import (
-    FaceDataset,
-    attribute_stats,
-    load_split,
-    make_transform,
-    target_columns,
-)
+from facelens.data.dataset import FaceDataset
+from facelens.data.split_csv import load_split
+from facelens.data.targets import attribute_stats, target_columns
+from facelens.data.transforms import make_transform
+from facelens.errors import ConfigError, DataError, MissingInputError
 
 NORM = ((0.5, 0.4, 0.3), (0.25, 0.2, 0.1))
 
@@ -89,19 +87,19 @@ def test_attributes_targets_are_standardised(tmp_path: Path) -> None:
 
 def test_clear_errors(tmp_path: Path) -> None:
     rows = _prepared(tmp_path, labels=False)
-    with pytest.raises(ValueError, match="needs a label for every row"):
+    with pytest.raises(DataError, match="needs a label for every row"):
         FaceDataset(load_split(tmp_path / "train.csv", tmp_path), tmp_path, "expression", 16)
-    with pytest.raises(ValueError, match="task must be one of"):
+    with pytest.raises(ConfigError, match="task must be one of"):
         target_columns(rows, "age")
-    with pytest.raises(ValueError, match="attr_<name>"):
+    with pytest.raises(DataError, match="attr_<name>"):
         target_columns(rows.drop(columns=["attr_happy", "attr_trustworthy"]), "attributes")
     rows.drop(columns=["file"]).to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(ValueError, match=r"bad\.csv lacks required column\(s\) \['file'\]"):
+    with pytest.raises(DataError, match=r"bad\.csv lacks required column\(s\) \['file'\]"):
         load_split(tmp_path / "bad.csv", tmp_path)
     (tmp_path / "images" / "004.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"images/004\.png"):
+    with pytest.raises(MissingInputError, match=r"images/004\.png"):
         load_split(tmp_path / "train.csv", tmp_path)
-    with pytest.raises(FileNotFoundError, match="split file"):
+    with pytest.raises(MissingInputError, match="split file"):
         load_split(tmp_path / "nope.csv", tmp_path)
 
 
@@ -138,7 +136,7 @@ def test_train_augmentation_is_seeded_and_scaled() -> None:
     lo = (0 - torch.tensor(NORM[0])) / torch.tensor(NORM[1])
     hi = (1 - torch.tensor(NORM[0])) / torch.tensor(NORM[1])
     assert (a >= lo.view(1, 3, 1, 1) - 1e-5).all() and (a <= hi.view(1, 3, 1, 1) + 1e-5).all()
-    with pytest.raises(ValueError, match="augment"):
+    with pytest.raises(ConfigError, match="augment"):
         make_transform(16, train=True, augment=1.5, norm_mean=NORM[0], norm_std=NORM[1])
 
 

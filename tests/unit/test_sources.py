@@ -12,14 +12,12 @@ import pytest
 
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.data.images import ImageRejected, decode_image
-from facelens.data.sources import (
-    RawRecord,
-    iter_attributes_table,
-    iter_fer2013_csv,
-    iter_imagefolder,
-    match_attribute,
-    read_limited,
-)
+from facelens.data.sources.attributes_table import iter_attributes_table, match_attribute
+from facelens.data.sources.fer2013_csv import iter_fer2013_csv
+from facelens.data.sources.files import read_limited
+from facelens.data.sources.imagefolder import iter_imagefolder
+from facelens.data.sources.records import RawRecord
+from facelens.errors import MissingInputError, SourceError
 
 
 def _problems(records: list[RawRecord]) -> Counter[str]:
@@ -80,7 +78,7 @@ def test_split_folder_names(
 
 
 def test_imagefolder_missing_root(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(MissingInputError, match="nowhere"):
         list(iter_imagefolder(tmp_path / "nowhere"))
 
 
@@ -132,18 +130,18 @@ def test_fer2013_csv_missing_column(header: str, tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text(header + "\n1,2\n")
     missing = "pixels" if "emotion" in header else "emotion"
-    with pytest.raises(ValueError, match=rf"bad\.csv: missing column '{missing}'.*emotion,pixels"):
+    with pytest.raises(SourceError, match=rf"bad\.csv: missing column '{missing}'.*emotion,pixels"):
         list(iter_fer2013_csv(path))
 
 
 def test_fer2013_csv_empty_and_missing(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(SourceError, match="empty"):
         list(iter_fer2013_csv(tmp_path / "empty.csv"))
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x81 not text")
-    with pytest.raises(ValueError, match="not a readable UTF-8 CSV"):
+    with pytest.raises(SourceError, match="not a readable UTF-8 CSV"):
         list(iter_fer2013_csv(tmp_path / "binary.csv"))
-    with pytest.raises(FileNotFoundError, match=r"gone\.csv"):
+    with pytest.raises(MissingInputError, match=r"gone\.csv"):
         list(iter_fer2013_csv(tmp_path / "gone.csv"))
 
 
@@ -170,7 +168,7 @@ def test_attributes_table_without_attribute_columns(tmp_path: Path) -> None:
     (tmp_path / "imgs").mkdir()
     table = tmp_path / "t.csv"
     table.write_text("file,height,weight\na.jpg,1,2\n")
-    with pytest.raises(ValueError, match="no attribute column"):
+    with pytest.raises(SourceError, match="no attribute column"):
         list(iter_attributes_table(tmp_path / "imgs", table))
 
 
@@ -197,7 +195,7 @@ def test_attributes_table_out_of_scale_and_empty(tmp_path: Path, make_image, enc
 def test_attributes_table_bad_suffix(tmp_path: Path) -> None:
     (tmp_path / "imgs").mkdir()
     (tmp_path / "t.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"\.csv or \.xlsx"):
+    with pytest.raises(SourceError, match=r"\.csv or \.xlsx"):
         list(iter_attributes_table(tmp_path / "imgs", tmp_path / "t.json"))
 
 

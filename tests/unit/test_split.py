@@ -10,15 +10,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from facelens.data.leakage import check_leakage
 from facelens.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from facelens.data.params import DataParams, SplitParams
-from facelens.data.split import (
-    LeakageError,
-    check_leakage,
-    group_ids,
-    split_manifest,
-    split_prepared,
-)
+from facelens.data.split import group_ids, split_manifest, split_prepared
+from facelens.errors import LeakageError
 
 
 def _manifest(

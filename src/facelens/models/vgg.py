@@ -27,7 +27,7 @@ from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from facelens._io import atomic_path, atomic_write_text
-from facelens.data.dataset import ImageTransform, make_transform
+from facelens.data.transforms import ImageTransform, make_transform
 from facelens.errors import WeightsUnavailable
 from facelens.models.params import Arch, ModelParams
 

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelens.data.dataset import make_transform
+from facelens.data.transforms import make_transform
 from facelens.errors import ConfigError, DataError
 from facelens.models.vgg import load_exported, resolve_cam_layer
 from facelens.serving.explain_rows import explain_rows

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from facelens.config import Params
-from facelens.data.prepare import PrepareReport, prepare_dataset
+from facelens.data.prepare import prepare_dataset
+from facelens.data.prepare_report import PrepareReport
 from facelens.stages.common import progress_printer
 
 __all__ = ["run"]

@@ -12,8 +12,8 @@ import pandas as pd
 
 from facelens._io import canonical_hash
 from facelens.config import Params
-from facelens.data.dataset import load_splits
 from facelens.data.manifest import data_version
+from facelens.data.split_csv import load_splits
 from facelens.models.vgg import export_model
 from facelens.serving.log_model import log_pyfunc_model
 from facelens.serving.schema import model_signature

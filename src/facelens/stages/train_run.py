@@ -15,8 +15,9 @@ import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
 
-from facelens.data.dataset import FaceDataset, load_splits
+from facelens.data.dataset import FaceDataset
 from facelens.data.manifest import data_version
+from facelens.data.split_csv import load_splits
 from facelens.errors import DataError
 from facelens.models.vgg import FaceVGG, ModelMeta, load_exported
 from facelens.tracking.params import TrackingParams

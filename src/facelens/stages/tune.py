@@ -14,9 +14,10 @@ from typing import Any
 import torch
 
 from facelens.config import Params
-from facelens.data.dataset import FaceDataset, load_splits
+from facelens.data.dataset import FaceDataset
 from facelens.data.manifest import data_version
 from facelens.data.split import stratified_subset
+from facelens.data.split_csv import load_splits
 from facelens.models.cache import ActivationCache
 from facelens.tracking.runs import configure
 from facelens.tracking.study import MlflowStudyTracker

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, TensorDataset, default_collate
 from tqdm.auto import tqdm
 
 from facelens._io import atomic_path
-from facelens.data.dataset import ImageTransform, make_transform
+from facelens.data.transforms import ImageTransform, make_transform
 from facelens.interrupts import raise_if_requested
 from facelens.models.cache import ActivationCache
 from facelens.models.vgg import FaceVGG, apply_freeze

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from facelens.constants import EXPRESSIONS
-from facelens.data.dataset import FaceDataset, attribute_stats, make_transform, target_columns
+from facelens.data.dataset import FaceDataset
+from facelens.data.targets import attribute_stats, target_columns
+from facelens.data.transforms import make_transform
 from facelens.models.cache import ActivationCache
 from facelens.models.params import ModelParams
 from facelens.models.vgg import FaceVGG, ModelMeta, build_model, norm_stats
