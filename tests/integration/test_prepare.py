@@ -22,7 +22,8 @@ from facelens.data.prepare import (
     source_params_for_path,
 )
 from facelens.data.split import split_prepared
-from facelens.data.synth import AUS, SynthParams
+from facelens.data.synthfacs.action_units import AUS
+from facelens.data.synthfacs.params import SynthParams
 
 
 def _listing(root: Path) -> list[str]:

@@ -49,7 +49,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from facelens.constants import ATTRIBUTES, reference_stats
-from facelens.data._synth_render import AUS, Identity
+from facelens.data.synthfacs.action_units import AUS
+from facelens.data.synthfacs.identity import Identity
 
 __all__ = [
     "TRAITS",
