@@ -13,12 +13,13 @@ the same :class:`~.params.SynthParams` give byte-identical images (:mod:`.genera
    activations of the other AUs. Neutral faces carry only spurious activations.
 3. **Photograph** (:mod:`.nuisance`, :mod:`.render`): in-plane rotation, scale, shift,
    lighting gradient, exposure, colour cast, cluttered background, occluding blob, gaze, blur
-   and sensor noise. The AUs move the drawn geometry (:mod:`.geometry`, built from the
-   polygon primitives of :mod:`.shapes`), which is painted on a supersampled
-   :mod:`.canvas`, photographed (:mod:`.photo`) and reduced to region masks
+   and sensor noise. The AUs move the drawn geometry (:mod:`.geometry`, the eye region in
+   :mod:`.eyes`, built from the polygon primitives of :mod:`.shapes`), which is painted on a
+   supersampled :mod:`.canvas`, photographed (:mod:`.photo`) and reduced to region masks
    (:mod:`.masks`) from the same polygons and transform.
 4. **Ratings** of the 40 attribute poles by simulated raters, from a factor model
-   calibrated on the real correlation matrix (:mod:`.ratings`).
+   calibrated on the real correlation matrix (:mod:`.ratings`), driven by face cues
+   (:mod:`.cues`).
 
 :mod:`.params` holds the knobs, :mod:`.colours` the colour helpers and :mod:`.preview` a grid
 of example faces.

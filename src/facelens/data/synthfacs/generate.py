@@ -16,15 +16,11 @@ import numpy as np
 
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.data.synthfacs.action_units import AUS, sample_aus
+from facelens.data.synthfacs.cues import face_cues
 from facelens.data.synthfacs.identity import Identity, sample_identity
 from facelens.data.synthfacs.nuisance import sample_nuisance
 from facelens.data.synthfacs.params import SynthParams
-from facelens.data.synthfacs.ratings import (
-    correlation_mad,
-    face_cues,
-    rate,
-    split_half_reliability,
-)
+from facelens.data.synthfacs.ratings import correlation_mad, rate, split_half_reliability
 from facelens.data.synthfacs.render import render_face
 from facelens.errors import ConfigError
 
