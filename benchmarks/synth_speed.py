@@ -16,7 +16,8 @@ import platform
 import statistics
 import time
 
-from facelens.data.synth import SynthParams, generate
+from facelens.data.synthfacs.generate import generate
+from facelens.data.synthfacs.params import SynthParams
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,7 @@ from facelens.constants import EXPRESSIONS
 from facelens.data.params import DataParams, SplitParams
 from facelens.data.prepare import prepare_dataset
 from facelens.data.split import split_prepared
-from facelens.data.synth import SynthParams
+from facelens.data.synthfacs.params import SynthParams
 from facelens.explain.params import ExplainParams
 from facelens.manifold.params import ManifoldParams
 from facelens.models.params import ModelParams

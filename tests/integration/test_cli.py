@@ -72,7 +72,8 @@ def env(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
 
 @pytest.fixture(scope="module")
 def synth_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from facelens.data.synth import SynthParams, generate
+    from facelens.data.synthfacs.generate import generate
+    from facelens.data.synthfacs.params import SynthParams
 
     sample = generate(SynthParams(n_identities=1, seed=3), image_size=48).samples[3]
     path = tmp_path_factory.mktemp("synth") / "synth_face.png"

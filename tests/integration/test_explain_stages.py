@@ -28,7 +28,7 @@ from facelens.data.params import DataParams, SplitParams
 from facelens.data.prepare import prepare_dataset
 from facelens.data.split import split_prepared
 from facelens.data.split_csv import load_splits
-from facelens.data.synth import SynthParams
+from facelens.data.synthfacs.params import SynthParams
 from facelens.explain.cams.methods import METHODS, method_slug
 from facelens.explain.params import CamMethod, ExplainParams
 from facelens.explain.report import (

@@ -17,7 +17,8 @@ from facelens.data.manifest import MANIFEST_COLUMNS, pixel_sha256, read_manifest
 from facelens.data.params import DataParams, SplitParams
 from facelens.data.prepare import check_source, prepare_dataset, source_params_for_path
 from facelens.data.split import split_prepared
-from facelens.data.synth import AUS, SynthParams
+from facelens.data.synthfacs.action_units import AUS
+from facelens.data.synthfacs.params import SynthParams
 from facelens.errors import MissingInputError, SourceError
 
 

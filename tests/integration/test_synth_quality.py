@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 
 from facelens.constants import EXPRESSIONS, REGION_BITS
-from facelens.data.synth import (
-    SynthParams,
-    generate,
-)
+from facelens.data.synthfacs.generate import generate
+from facelens.data.synthfacs.params import SynthParams
 
 FACE, BROWS, EYES, NOSE, MOUTH = (
     REGION_BITS[r] for r in ("face", "brows", "eyes", "nose", "mouth")

@@ -49,7 +49,7 @@ def test_each_section_is_defined_beside_the_code_it_configures(section: str) -> 
 def test_params_yaml_synth_section_is_the_validated_default() -> None:
     """The SynthFACS tests (difficulty guard, calibration) check ``SynthParams()``; the
     pipeline reads params.yaml: both must describe the same generator."""
-    from facelens.data.synth import SynthParams
+    from facelens.data.synthfacs.params import SynthParams
 
     raw = _raw()["data"]["synth"]
     assert raw == SynthParams().model_dump(mode="json")

@@ -9,20 +9,14 @@ import pytest
 from scipy import ndimage
 
 from facelens.constants import ATTRIBUTES, EXPRESSIONS, REGION_BITS
-from facelens.data.synth import (
-    AUS,
-    PROTOTYPES,
-    Identity,
-    Nuisance,
-    SynthParams,
-    face_geometry,
-    generate,
-    preview_grid,
-    render_face,
-    sample_aus,
-    sample_identity,
-    sample_nuisance,
-)
+from facelens.data.synthfacs.action_units import AUS, PROTOTYPES, sample_aus
+from facelens.data.synthfacs.generate import generate
+from facelens.data.synthfacs.geometry import face_geometry
+from facelens.data.synthfacs.identity import Identity, sample_identity
+from facelens.data.synthfacs.nuisance import Nuisance, sample_nuisance
+from facelens.data.synthfacs.params import SynthParams
+from facelens.data.synthfacs.preview import preview_grid
+from facelens.data.synthfacs.render import render_face
 
 FACE, BROWS, EYES, NOSE, MOUTH = (
     REGION_BITS[r] for r in ("face", "brows", "eyes", "nose", "mouth")

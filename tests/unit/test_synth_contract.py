@@ -8,15 +8,13 @@ import dataclasses
 import numpy as np
 
 from facelens.constants import ATTRIBUTES, EXPRESSIONS, REGION_BITS
-from facelens.data.synth import (
-    AUS,
-    SynthParams,
-    generate,
-    preview_grid,
-    render_face,
-    sample_identity,
-    sample_nuisance,
-)
+from facelens.data.synthfacs.action_units import AUS
+from facelens.data.synthfacs.generate import generate
+from facelens.data.synthfacs.identity import sample_identity
+from facelens.data.synthfacs.nuisance import sample_nuisance
+from facelens.data.synthfacs.params import SynthParams
+from facelens.data.synthfacs.preview import preview_grid
+from facelens.data.synthfacs.render import render_face
 
 SMALL = SynthParams(n_identities=4, expressions_per_identity=7, seed=3)
 

@@ -12,7 +12,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from facelens.data.synth import SynthParams, generate
+from facelens.data.synthfacs.generate import generate
+from facelens.data.synthfacs.params import SynthParams
 
 #: image size -> sha256 over ids, images, masks, AUs, labels, identities, rounded ratings.
 PINNED = {

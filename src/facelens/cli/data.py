@@ -51,7 +51,8 @@ def data_synth(
 
         facelens data synth --n-identities 20 --out /tmp/synth
     """
-    from facelens.data.synth import generate, preview_grid
+    from facelens.data.synthfacs.generate import generate
+    from facelens.data.synthfacs.preview import preview_grid
 
     params = load_params_or_default(params_file)
     update: dict[str, int] = {}

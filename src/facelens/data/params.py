@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from facelens.data._synth_params import SynthParams
+from facelens.data.synthfacs.params import SynthParams
 
 __all__ = ["SOURCES", "DataParams", "SplitParams"]
 

@@ -135,7 +135,8 @@ def _accept(
 def synth_rows(
     params: DataParams, out: Path | None, progress: Progress | None, report: PrepareReport
 ) -> tuple[list[PreparedRow], int]:
-    from facelens.data.synth import AUS, generate
+    from facelens.data.synthfacs.action_units import AUS
+    from facelens.data.synthfacs.generate import generate
 
     dataset = generate(params.synth, image_size=params.image_size, progress=progress)
     report.synth = {

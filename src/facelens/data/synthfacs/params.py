@@ -1,4 +1,4 @@
-"""SynthFACS parameters (private module; import :class:`SynthParams` from ``facelens.data.synth``)."""
+"""SynthFACS parameters (the ``data.synth`` section of ``params.yaml``)."""
 
 from __future__ import annotations
 
