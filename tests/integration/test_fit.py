@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from facelens.data.dataset import FaceDataset, make_transform
+from facelens.models.build import build_model
 from facelens.models.cache import ActivationCache
 from facelens.models.params import ModelParams
-from facelens.models.vgg import FaceVGG, build_model
+from facelens.models.vgg import FaceVGG
 from facelens.training.fit import EpochResult, History, evaluate, fit, predict
 from facelens.training.params import TrainParams
 

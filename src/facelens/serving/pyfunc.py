@@ -66,7 +66,9 @@ from PIL import Image
 
 from facelens.data.dataset import make_transform
 from facelens.data.images import CODES, ImageRejected, decode_image, resize_square
-from facelens.models.vgg import ModelMeta, load_exported, resolve_cam_layer
+from facelens.models.export import load_exported
+from facelens.models.layers import resolve_cam_layer
+from facelens.models.meta import ModelMeta
 
 __all__ = [
     "CAM_COLUMNS",

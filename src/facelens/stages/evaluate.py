@@ -17,7 +17,7 @@ from facelens._io import write_json
 from facelens.config import Params
 from facelens.constants import reference_stats
 from facelens.data.dataset import FaceDataset
-from facelens.models.vgg import ModelMeta
+from facelens.models.meta import ModelMeta
 from facelens.stages.train_run import load_trained, train_run
 from facelens.training.fit import predict
 from facelens.training.metrics import classification_report, regression_report

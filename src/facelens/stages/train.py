@@ -14,7 +14,7 @@ from facelens._io import canonical_hash
 from facelens.config import Params
 from facelens.data.dataset import load_splits
 from facelens.data.manifest import data_version
-from facelens.models.vgg import export_model
+from facelens.models.export import export_model
 from facelens.serving.log_model import log_pyfunc_model
 from facelens.serving.pyfunc import model_signature
 from facelens.tracking.runs import (

@@ -18,7 +18,9 @@ from matplotlib.figure import Figure
 from facelens.data.dataset import FaceDataset, load_splits
 from facelens.data.manifest import data_version
 from facelens.errors import DataError
-from facelens.models.vgg import FaceVGG, ModelMeta, load_exported
+from facelens.models.export import load_exported
+from facelens.models.meta import ModelMeta
+from facelens.models.vgg import FaceVGG
 from facelens.tracking.params import TrackingParams
 from facelens.tracking.runs import configure, tracked_run
 

@@ -17,9 +17,12 @@ import pandas as pd
 
 from facelens.constants import EXPRESSIONS
 from facelens.data.dataset import FaceDataset, attribute_stats, make_transform, target_columns
+from facelens.models.build import build_model
 from facelens.models.cache import ActivationCache
+from facelens.models.meta import ModelMeta
+from facelens.models.norm import norm_stats
 from facelens.models.params import ModelParams
-from facelens.models.vgg import FaceVGG, ModelMeta, build_model, norm_stats
+from facelens.models.vgg import FaceVGG
 from facelens.training.fit import Callback, History, fit
 from facelens.training.params import TrainParams
 
