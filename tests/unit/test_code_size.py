@@ -19,10 +19,8 @@ _NOT_YET_SPLIT = {
     "facelens/data/sources.py",
     "facelens/data/split.py",
     "facelens/data/synth.py",
-    "facelens/models/vgg.py",
     "facelens/serving/pyfunc.py",
     "facelens/tracking/compare.py",
-    "facelens/training/fit.py",
 }
 
 

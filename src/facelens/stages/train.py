@@ -24,7 +24,7 @@ from facelens.tracking.runs import (
     log_dataset,
     tracked_run,
 )
-from facelens.training.fit import History
+from facelens.training.history import History
 from facelens.training.recipe import Recipe, make_recipe, train_model
 
 __all__ = ["checkpoint_dir", "run"]

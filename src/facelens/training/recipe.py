@@ -23,7 +23,8 @@ from facelens.models.meta import ModelMeta
 from facelens.models.norm import norm_stats
 from facelens.models.params import ModelParams
 from facelens.models.vgg import FaceVGG
-from facelens.training.fit import Callback, History, fit
+from facelens.training.fit import fit
+from facelens.training.history import Callback, History
 from facelens.training.params import TrainParams
 
 __all__ = ["Recipe", "TrainedModel", "make_recipe", "train_model"]
