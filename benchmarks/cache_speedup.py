@@ -36,8 +36,8 @@ from facelens.config import parse_params
 from facelens.data.manifest import data_version
 from facelens.data.prepare import prepare_dataset
 from facelens.data.split import split_prepared
+from facelens.models.build import build_model
 from facelens.models.params import ModelParams
-from facelens.models.vgg import build_model
 from facelens.stages import tune
 
 

@@ -23,9 +23,10 @@ import torch
 
 from facelens.data.dataset import FaceDataset
 from facelens.data.transforms import make_transform
+from facelens.models.build import build_model
 from facelens.models.cache import ActivationCache
+from facelens.models.norm import DEFAULT_NORM
 from facelens.models.params import ModelParams
-from facelens.models.vgg import DEFAULT_NORM, build_model
 from facelens.training.fit import fit
 from facelens.training.params import TrainParams
 

@@ -266,8 +266,10 @@ def export_tiny_model() -> Callable[[Path], Path]:
 
     def export(root: Path) -> Path:
         from facelens.constants import EXPRESSIONS
+        from facelens.models.build import build_model
+        from facelens.models.export import export_model
+        from facelens.models.meta import ModelMeta
         from facelens.models.params import ModelParams
-        from facelens.models.vgg import ModelMeta, build_model, export_model
 
         model, source = build_model(
             ModelParams(arch="vgg16", weights="none", input_size=32),

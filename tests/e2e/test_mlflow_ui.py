@@ -41,8 +41,10 @@ from facelens.data.split import split_prepared
 from facelens.data.synthfacs.params import SynthParams
 from facelens.explain.params import ExplainParams
 from facelens.manifold.params import ManifoldParams
+from facelens.models.build import build_model
+from facelens.models.export import export_model
+from facelens.models.meta import ModelMeta
 from facelens.models.params import ModelParams
-from facelens.models.vgg import ModelMeta, build_model, export_model
 from facelens.stages.explain import run as explain_stage
 from facelens.stages.manifold import run as manifold_stage
 from facelens.tracking.runs import configure, tracked_run

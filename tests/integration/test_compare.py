@@ -8,16 +8,15 @@ import json
 import re
 from pathlib import Path
 
+import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from facelens.tracking.compare.page import build_report_html
 from facelens.tracking.compare.refs import resolve_run_ref
 from facelens.tracking.compare.report import compare_runs
 from facelens.tracking.compare.snapshot import RunSnapshot
-
-mlflow = pytest.importorskip("mlflow")
-from mlflow.tracking import MlflowClient  # noqa: E402
 
 
 def _png(colour: tuple[int, int, int]) -> bytes:

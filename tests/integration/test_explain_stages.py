@@ -41,8 +41,10 @@ from facelens.manifold.features import compact_metrics as manifold_metrics
 from facelens.manifold.features import manifold_features
 from facelens.manifold.params import ManifoldParams
 from facelens.manifold.quality import knn_accuracy
+from facelens.models.build import build_model
+from facelens.models.export import export_model, load_exported
+from facelens.models.meta import ModelMeta
 from facelens.models.params import ModelParams
-from facelens.models.vgg import ModelMeta, build_model, export_model, load_exported
 from facelens.stages.explain import run as explain_stage
 from facelens.stages.manifold import run as manifold_stage
 from facelens.tracking.runs import configure, tracked_run

@@ -11,10 +11,13 @@ import torch
 
 from facelens.data.dataset import FaceDataset
 from facelens.data.transforms import make_transform
+from facelens.models.build import build_model
 from facelens.models.cache import ActivationCache
 from facelens.models.params import ModelParams
-from facelens.models.vgg import FaceVGG, build_model
-from facelens.training.fit import EpochResult, History, evaluate, fit, predict
+from facelens.models.vgg import FaceVGG
+from facelens.training.evaluation import evaluate, predict
+from facelens.training.fit import fit
+from facelens.training.history import EpochResult, History
 from facelens.training.params import TrainParams
 
 NORM = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

@@ -162,22 +162,23 @@ def _png(array: np.ndarray, fmt: str = "PNG") -> str:
 
 @pytest.mark.parametrize("task", ["expression", "attributes"])
 def test_pyfunc_roundtrip_with_bad_rows(mlflow_store, tmp_path, task) -> None:
-    vgg = pytest.importorskip("facelens.models.vgg")
-    pytest.importorskip("facelens.data.images")
     import torch
 
     from facelens.constants import ATTRIBUTES, EXPRESSIONS
+    from facelens.models.export import export_model
+    from facelens.models.meta import ModelMeta
+    from facelens.models.vgg import FaceVGG
     from facelens.serving.log_model import log_pyfunc_model
     from facelens.serving.schema import model_signature, output_columns
 
     names = EXPRESSIONS if task == "expression" else ATTRIBUTES[:3]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = vgg.FaceVGG("vgg16", num_outputs=len(names), head="pooled", dropout=0.0)
+        model = FaceVGG("vgg16", num_outputs=len(names), head="pooled", dropout=0.0)
     stats = None
     if task == "attributes":
         stats = ((5.0, 4.0, 6.0), (1.0, 2.0, 0.5))
-    meta = vgg.ModelMeta.for_model(
+    meta = ModelMeta.for_model(
         model,
         task=task,
         output_names=names,
@@ -186,7 +187,7 @@ def test_pyfunc_roundtrip_with_bad_rows(mlflow_store, tmp_path, task) -> None:
         norm=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
         target_stats=stats,
     )
-    vgg.export_model(model, meta, tmp_path / "exported")
+    export_model(model, meta, tmp_path / "exported")
 
     with tracked_run("train"):
         info = log_pyfunc_model(tmp_path / "exported")

@@ -17,8 +17,10 @@ from PIL import Image
 
 from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.data.images import CODES, decode_image
+from facelens.models.build import build_model
+from facelens.models.export import export_model
+from facelens.models.meta import ModelMeta
 from facelens.models.params import ModelParams
-from facelens.models.vgg import ModelMeta, build_model, export_model
 from facelens.serving.pyfunc import FaceLensModel
 from facelens.serving.schema import CAM_COLUMNS, ROW_CODES, model_signature, output_columns
 

@@ -10,23 +10,15 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from facelens.models.vgg import (
-    DEFAULT_NORM,
-    IMAGENET_NORM,
-    FaceVGG,
-    ModelMeta,
-    ModelParams,
-    WeightsUnavailable,
-    apply_freeze,
-    build_model,
-    default_cam_layer,
-    export_model,
-    load_exported,
-    norm_stats,
-    resolve_cam_layer,
-    resolve_weights,
-    weights_file,
-)
+from facelens.errors import WeightsUnavailable
+from facelens.models.build import build_model
+from facelens.models.export import export_model, load_exported
+from facelens.models.layers import default_cam_layer, resolve_cam_layer
+from facelens.models.meta import ModelMeta
+from facelens.models.norm import DEFAULT_NORM, IMAGENET_NORM, norm_stats
+from facelens.models.params import ModelParams
+from facelens.models.vgg import FaceVGG, apply_freeze
+from facelens.models.weights import resolve_weights, weights_file
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import torch
 
 from facelens.explain.cams.targets import make_targets
 from facelens.explain.params import ExplainParams
-from facelens.models.vgg import ModelMeta
+from facelens.models.meta import ModelMeta
 
 __all__ = [
     "Plan",
@@ -37,7 +37,9 @@ def randomized_layers(params: ExplainParams) -> list[str]:
     chosen = list(params.randomize)
     if chosen == ["auto"]:
         if params.layer == "auto":
-            raise ValueError("resolve layer 'auto' first (facelens.models.vgg.resolve_cam_layer)")
+            raise ValueError(
+                "resolve layer 'auto' first (facelens.models.layers.resolve_cam_layer)"
+            )
         first = int(params.layer.removeprefix("block"))
         chosen = ["head", *[f"block{b}" for b in range(5, first - 1, -1)]]
     return ["classifier" if c == "head" else f"blocks.{int(c[5:]) - 1}" for c in chosen]

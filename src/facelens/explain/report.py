@@ -32,7 +32,9 @@ from facelens.explain.maps import MethodMaps, method_maps, take
 from facelens.explain.params import ExplainParams
 from facelens.explain.plan import Plan, attribute_plan, expression_plan, randomized_layers
 from facelens.explain.probe_figures import comparison_figures, method_outputs
-from facelens.models.vgg import FaceVGG, ModelMeta, resolve_cam_layer
+from facelens.models.layers import resolve_cam_layer
+from facelens.models.meta import ModelMeta
+from facelens.models.vgg import FaceVGG
 
 __all__ = [
     "Explanations",

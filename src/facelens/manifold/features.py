@@ -14,7 +14,8 @@ import torch
 from facelens.data.dataset import FaceDataset
 from facelens.manifold.alignment import alignment_subset
 from facelens.manifold.params import ManifoldParams
-from facelens.models.vgg import FaceVGG, ModelMeta
+from facelens.models.meta import ModelMeta
+from facelens.models.vgg import FaceVGG
 
 __all__ = ["compact_metrics", "manifold_features", "manifold_subset", "reference_path"]
 

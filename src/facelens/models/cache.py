@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from facelens._io import atomic_path, atomic_write_text
+from facelens._io import atomic_path, atomic_write_text, canonical_hash
 from facelens.interrupts import raise_if_requested
 from facelens.models.vgg import FaceVGG
 
@@ -32,9 +32,8 @@ _FORMAT = 1
 
 
 def cache_key(**fields: Any) -> str:
-    """Stable sha256 hex digest of keyword fields (JSON, sorted keys; non-JSON values by repr)."""
-    text = json.dumps(fields, sort_keys=True, default=repr, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """Stable sha256 hex digest of keyword fields (:func:`~facelens._io.canonical_hash`)."""
+    return canonical_hash(fields)
 
 
 def prefix_digest(model: FaceVGG, k: int) -> str:

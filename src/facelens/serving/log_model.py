@@ -23,7 +23,7 @@ from mlflow.models.model import ModelInfo
 
 from facelens._closure import SRC_ROOT, closure
 from facelens.errors import MissingInputError
-from facelens.models.vgg import ModelMeta
+from facelens.models.meta import ModelMeta
 from facelens.serving.pyfunc import FaceLensModel
 from facelens.serving.schema import model_signature
 

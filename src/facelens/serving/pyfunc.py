@@ -56,9 +56,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelens.data.transforms import make_transform
 from facelens.errors import ConfigError, DataError
-from facelens.models.vgg import load_exported, resolve_cam_layer
+from facelens.models.export import load_exported
+from facelens.models.layers import resolve_cam_layer
 from facelens.serving.explain_rows import explain_rows
 from facelens.serving.requests import (
     Decoded,
@@ -91,7 +91,7 @@ DEFAULT_MAX_SCORECAM_ROWS = 4
 #: Largest encoded image accepted per row (the base64 text is checked before decoding).
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 #: The ``FaceVGG.gradcam_layers()`` key explained (model_config ``cam_layer`` overrides);
-#: ``auto`` = :func:`facelens.models.vgg.default_cam_layer` of the model's input size.
+#: ``auto`` = :func:`facelens.models.layers.default_cam_layer` of the model's input size.
 DEFAULT_CAM_LAYER = "auto"
 
 _DEFAULT_BATCH = 32
@@ -136,13 +136,7 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
             )
         self._cam_layer = layers[layer_name]
         self._lock = threading.Lock()
-        self._transform = make_transform(
-            meta.input_size,
-            train=False,
-            augment=0.0,
-            norm_mean=meta.norm_mean,
-            norm_std=meta.norm_std,
-        )
+        self._transform = meta.eval_transform()
 
     def predict(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from facelens.data.images import ImageRejected, decode_image, resize_square
-from facelens.models.vgg import ModelMeta
+from facelens.models.meta import ModelMeta
 from facelens.serving.schema import IMAGE_COLUMN, allowed_targets
 
 __all__ = [

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facelens.models.vgg import ModelMeta
+from facelens.models.meta import ModelMeta
 from facelens.serving.requests import RowError
 from facelens.serving.schema import CAM_COLUMNS
 

@@ -9,7 +9,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from facelens.data.images import CODES
-from facelens.models.vgg import ModelMeta
+from facelens.models.meta import ModelMeta
 
 __all__ = [
     "CAM_COLUMNS",

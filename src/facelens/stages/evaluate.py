@@ -17,9 +17,9 @@ from facelens._io import write_json
 from facelens.config import Params
 from facelens.constants import reference_stats
 from facelens.data.dataset import FaceDataset
-from facelens.models.vgg import ModelMeta
+from facelens.models.meta import ModelMeta
 from facelens.stages.train_run import load_trained, train_run
-from facelens.training.fit import predict
+from facelens.training.evaluation import predict
 from facelens.training.metrics import classification_report, regression_report
 
 __all__ = ["ceiling_table", "run", "score"]

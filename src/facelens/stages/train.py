@@ -14,7 +14,7 @@ from facelens._io import canonical_hash
 from facelens.config import Params
 from facelens.data.manifest import data_version
 from facelens.data.split_csv import load_splits
-from facelens.models.vgg import export_model
+from facelens.models.export import export_model
 from facelens.serving.log_model import log_pyfunc_model
 from facelens.serving.schema import model_signature
 from facelens.tracking.runs import (
@@ -24,7 +24,7 @@ from facelens.tracking.runs import (
     log_dataset,
     tracked_run,
 )
-from facelens.training.fit import History
+from facelens.training.history import History
 from facelens.training.recipe import Recipe, make_recipe, train_model
 
 __all__ = ["checkpoint_dir", "run"]

@@ -19,7 +19,9 @@ from facelens.data.dataset import FaceDataset
 from facelens.data.manifest import data_version
 from facelens.data.split_csv import load_splits
 from facelens.errors import DataError
-from facelens.models.vgg import FaceVGG, ModelMeta, load_exported
+from facelens.models.export import load_exported
+from facelens.models.meta import ModelMeta
+from facelens.models.vgg import FaceVGG
 from facelens.tracking.params import TrackingParams
 from facelens.tracking.runs import configure, tracked_run
 

@@ -21,7 +21,7 @@ from facelens.data.split_csv import load_splits
 from facelens.models.cache import ActivationCache
 from facelens.tracking.runs import configure
 from facelens.tracking.study import MlflowStudyTracker
-from facelens.training.fit import EpochResult
+from facelens.training.history import EpochResult
 from facelens.training.recipe import make_recipe, train_model
 from facelens.tuning.study import StudyResult, create_study, run_study, study_name_for
 

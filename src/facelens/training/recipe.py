@@ -19,10 +19,14 @@ from facelens.constants import EXPRESSIONS
 from facelens.data.dataset import FaceDataset
 from facelens.data.targets import attribute_stats, target_columns
 from facelens.data.transforms import make_transform
+from facelens.models.build import build_model
 from facelens.models.cache import ActivationCache
+from facelens.models.meta import ModelMeta
+from facelens.models.norm import norm_stats
 from facelens.models.params import ModelParams
-from facelens.models.vgg import FaceVGG, ModelMeta, build_model, norm_stats
-from facelens.training.fit import Callback, History, fit
+from facelens.models.vgg import FaceVGG
+from facelens.training.fit import fit
+from facelens.training.history import Callback, History
 from facelens.training.params import TrainParams
 
 __all__ = ["Recipe", "TrainedModel", "make_recipe", "train_model"]
