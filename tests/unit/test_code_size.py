@@ -10,9 +10,6 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
 
-#: Files and functions still being split; this list only ever shrinks.
-_NOT_YET_SPLIT = {}
-
 
 def _files() -> list[Path]:
     return sorted(SRC.rglob("*.py"))
