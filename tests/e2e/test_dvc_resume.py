@@ -24,10 +24,11 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-pytestmark = pytest.mark.slow
+# Four dvc repro runs (interrupted and resumed tune and train): well past the global 300 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 BIN = Path(sys.executable).parent
-_WAIT_S = 300
+_WAIT_S = 600
 
 
 def _project(root: Path, dvc_project, pipeline_params) -> Path:
