@@ -60,7 +60,7 @@ def _png_bomb(width: int, height: int) -> bytes:
 
 TESTS = Path(__file__).resolve().parent
 #: Test tiers, one folder each; every test gets its folder's marker (``-m unit`` etc.).
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "gpu")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from facelens.data.params import DataParams, SplitParams
+from facelens.device import parse_device_spec
 from facelens.errors import ConfigError
 from facelens.explain.params import ExplainParams
 from facelens.manifold.params import ManifoldParams
@@ -39,6 +40,10 @@ class Params(_Closed):
     """All of ``params.yaml``."""
 
     task: Literal["expression", "attributes"] = "expression"
+    #: ``auto | cpu | cuda | cuda:N | mps`` (see :mod:`facelens.device`). No stage lists it as
+    #: a DVC param: moving to another machine does not re-run anything; the device used is a
+    #: tag of every run instead.
+    device: str = "auto"
     data: DataParams = DataParams()
     split: SplitParams = SplitParams()
     model: ModelParams = ModelParams()
@@ -48,6 +53,11 @@ class Params(_Closed):
     registry: RegisterParams = RegisterParams()
     explain: ExplainParams = ExplainParams()
     manifold: ManifoldParams = ManifoldParams()
+
+    @field_validator("device")
+    @classmethod
+    def _device_spec(cls, value: str) -> str:
+        return parse_device_spec(value)
 
     @property
     def registered_model_name(self) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "cpu_has_bf16",
     "device_tags",
     "fp32",
+    "parse_device_spec",
     "resolve_device",
     "resolve_precision",
 ]
@@ -43,7 +44,12 @@ _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _parse(spec: str, origin: str) -> str:
+def parse_device_spec(spec: str, origin: str = "device") -> str:
+    """The normalised spelling of a device spec (no check that this machine has it).
+
+    Raises:
+        ConfigError: not ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    """
     value = spec.strip().lower()
     if value in ("auto", "cpu", "cuda", "mps"):
         return value
@@ -64,7 +70,7 @@ def resolve_device(spec: str = "auto", *, env: bool = True) -> torch.device:
     origin = "device"
     if env and os.environ.get(DEVICE_ENV, "").strip():
         spec, origin = os.environ[DEVICE_ENV], DEVICE_ENV
-    value = _parse(spec, origin)
+    value = parse_device_spec(spec, origin)
     if value == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -148,6 +148,9 @@ def test_interrupted_repro_resumes_the_study_and_the_training(
     run = MlflowClient().get_run(first_run)
     assert run.info.status == "FINISHED"
     resumed = int(run.data.tags["resumed_from_epoch"])
+    assert run.data.tags["facelens.device"] == "cpu"  # device auto on a CPU-only machine
+    assert run.data.tags["facelens.precision"] == "fp32"
+    assert run.data.tags["facelens.torch_version"]
     assert 1 <= resumed < 60
     steps = [m.step for m in MlflowClient().get_metric_history(first_run, "val_metric")]
     assert len(steps) == len(set(steps)) and max(steps) == 60  # no epoch trained twice

@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -149,6 +150,28 @@ def test_predict_json_matches_the_served_pyfunc(env, synth_png):
     assert row["label"] == EXPRESSIONS[int(np.argmax(probs))]
     direct = _pyfunc_row(env, synth_png.read_bytes())
     np.testing.assert_allclose(probs, [direct[f"p_{n}"] for n in EXPRESSIONS], rtol=1e-9)
+
+
+def test_predict_device_option(env, synth_png, monkeypatch):
+    from facelens.device import DEVICE_ENV
+
+    monkeypatch.setenv(DEVICE_ENV, "auto")  # --device sets it; restored after the test
+    result = runner.invoke(app, ["predict", str(synth_png), "-m", env.run_id, "--device", "gpu"])
+    assert result.exit_code == 2 and "--device" in result.output and "cuda:N" in result.output
+    result = runner.invoke(
+        app, ["predict", str(synth_png), "-m", env.run_id, "--device", "cpu", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    direct = _pyfunc_row(env, synth_png.read_bytes())
+    assert row["label"] == direct["label"]
+    if not torch.cuda.is_available():
+        result = runner.invoke(
+            app, ["predict", str(synth_png), "-m", env.run_id, "--device", "cuda"]
+        )
+        assert result.exit_code == 1
+        (line,) = _error_lines(result)
+        assert "could not load the model" in line and "no CUDA device" in line
 
 
 def test_predict_table_uses_the_champion_by_default(env, synth_png):

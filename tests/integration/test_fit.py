@@ -11,6 +11,7 @@ import torch
 
 from facelens.data.dataset import FaceDataset
 from facelens.data.transforms import make_transform
+from facelens.device import DevicePolicy
 from facelens.models.build import build_model
 from facelens.models.cache import ActivationCache
 from facelens.models.params import ModelParams
@@ -235,3 +236,66 @@ def test_early_stopping_and_errors() -> None:
         fit(_model(head="classifier"), train, val, TrainParams(), "expression", progress=False)
     with pytest.raises(ValueError, match="task must be one of"):
         fit(_model(), train, val, params, "age", progress=False)
+
+
+def test_bf16_autocast_trains_and_resumes_on_the_cpu(tmp_path: Path) -> None:
+    """bf16 autocast (this CPU's AMX path) learns, keeps fp32 weights and checkpoints that
+    resume to the same result as an uninterrupted bf16 run."""
+    train, val = _datasets(n=16)
+    params = TrainParams(epochs=3, batch_size=8, augment=0.0, seed=2, precision="bf16")
+    policy = DevicePolicy(torch.device("cpu"), "bf16")
+    model = _model()
+    full = fit(model, train, val, params, "expression", progress=False, policy=policy)
+    losses = [e.train_loss for e in full.epochs]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert predict(model, val).dtype == np.float32
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            _model(),
+            train,
+            val,
+            params,
+            "expression",
+            callbacks=[_Recorder(stop_after=1)],
+            checkpoint_dir=ckpt,
+            progress=False,
+            policy=policy,
+        )
+    resumed_model = _model()
+    resumed = fit(
+        resumed_model,
+        train,
+        val,
+        params,
+        "expression",
+        checkpoint_dir=ckpt,
+        progress=False,
+        policy=policy,
+    )
+    assert resumed.resumed_from == 1
+    assert [e.train_loss for e in resumed.epochs] == pytest.approx(losses)
+    for a, b in zip(model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_precision_is_part_of_the_checkpoint_params(tmp_path: Path) -> None:
+    """A checkpoint written in bf16 does not silently resume an fp32 run."""
+    train, val = _datasets(n=8)
+    bf16 = TrainParams(epochs=2, batch_size=4, augment=0.0, precision="bf16")
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            _model(),
+            train,
+            val,
+            bf16,
+            "expression",
+            callbacks=[_Recorder(stop_after=1)],
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    fp32 = bf16.model_copy(update={"precision": "fp32"})
+    with pytest.raises(ValueError, match=r"differing: \['precision'\]"):
+        fit(_model(), train, val, fp32, "expression", checkpoint_dir=tmp_path, progress=False)

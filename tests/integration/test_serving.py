@@ -493,3 +493,29 @@ def test_haar_cascade_finds_the_bundled_photo_or_says_what_to_install():
     # The portrait's face: about 220 px wide, centred around (265, 215) in the 512x600 photo.
     assert 150 <= face.w <= 300 and abs(face.x + face.w / 2 - 265) < 40
     assert abs(face.y + face.h / 2 - 215) < 50
+
+
+def test_device_comes_from_model_config_and_the_environment(exported, monkeypatch):
+    """``FACELENS_DEVICE`` beats ``model_config['device']``; a device this machine lacks is
+    one clear error naming where it came from."""
+    from facelens.device import DEVICE_ENV
+    from facelens.errors import ConfigError
+
+    model_dir = exported["expression"][0]
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    served = _served(model_dir, device="cpu")
+    assert served._device == torch.device("cpu")
+    assert next(served._model.parameters()).device.type == "cpu"
+    frame = _frame(_b64(_enc(_face(3))))
+    reference = _probs(_predict(served, frame))
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the missing-device error cannot be shown")
+    with pytest.raises(ConfigError, match=r"^device: got 'cuda' but this machine has no CUDA"):
+        _served(model_dir, device="cuda")
+    monkeypatch.setenv(DEVICE_ENV, "cuda:1")
+    with pytest.raises(ConfigError, match=rf"^{DEVICE_ENV}: got 'cuda:1'"):
+        _served(model_dir, device="cpu")
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    np.testing.assert_array_equal(
+        _probs(_predict(_served(model_dir, device="cuda"), frame)), reference
+    )

@@ -32,7 +32,7 @@ def test_params_yaml_has_every_section_and_the_code_sees_its_values() -> None:
         assert seen(values, dumped[section]) == values, section
 
 
-@pytest.mark.parametrize("section", sorted(set(Params.model_fields) - {"task"}))
+@pytest.mark.parametrize("section", sorted(set(Params.model_fields) - {"task", "device"}))
 def test_each_section_is_defined_beside_the_code_it_configures(section: str) -> None:
     """``config`` composes; each params model lives in the package that reads it."""
     model = Params.model_fields[section].annotation
@@ -105,3 +105,19 @@ def test_registry_names_and_aliases_come_from_params() -> None:
     assert params.registered_model_name == "lab-faces"
     assert params.registry.champion_uri("attributes") == "models:/lab-faces@prod"
     assert Params().registry.champion_uri("attributes") == "models:/facelens-attributes@champion"
+
+
+def test_device_is_checked_but_never_a_stage_param() -> None:
+    """Changing the machine re-runs nothing: no stage lists ``device`` as a DVC param."""
+    assert parse_params({"device": " CUDA:1 "}).device == "cuda:1"
+    with pytest.raises(ConfigError, match=r"device: .*got 'gpu'; allowed: auto, cpu, cuda"):
+        parse_params({"device": "gpu"})
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    listed = {
+        entry if isinstance(entry, str) else next(iter(entry))
+        for stage in dvc["stages"].values()
+        for entry in stage.get("params", [])
+    }
+    assert "device" not in listed and "train" in listed
+    with pytest.raises(ConfigError, match=r"train\.precision"):
+        parse_params({"train": {"precision": "half"}})

@@ -14,6 +14,7 @@ from facelens.cli.console import err, fail, out, progress_bar
 from facelens.cli.inputs import decode_png_b64, read_input
 from facelens.cli.model import (
     DetectOption,
+    DeviceOption,
     MarginOption,
     ModelOption,
     TaskOption,
@@ -61,6 +62,7 @@ def explain(
     task: TaskOption = "expression",
     detect_face: DetectOption = False,
     margin: MarginOption = 0.25,
+    device: DeviceOption = None,
 ) -> None:
     """Predict one image and write its Grad-CAM overlay.
 
@@ -78,7 +80,7 @@ def explain(
         encoded, _ = read_input(image, detect_face, margin)
     except FaceLensError as exc:
         fail(str(exc))
-    pyfunc = load_model(uri)
+    pyfunc = load_model(uri, device)
     overlays, row = _explain_methods(pyfunc, encoded, image, methods, target, all_methods)
     out.print(f"{image}: {row_summary(row)}", highlight=False, markup=False)
     if all_methods:

@@ -20,6 +20,7 @@ __all__ = [
     "ROWS_PER_CALL",
     "TASKS",
     "DetectOption",
+    "DeviceOption",
     "MarginOption",
     "ModelOption",
     "TaskOption",
@@ -52,6 +53,14 @@ DetectOption = Annotated[
         help="Crop the largest face (OpenCV Haar cascade) with a margin before predicting.",
     ),
 ]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="auto | cpu | cuda | cuda:N | mps (default: $FACELENS_DEVICE, else auto). "
+        "Explanations always run in fp32.",
+    ),
+]
 MarginOption = Annotated[
     float,
     typer.Option(
@@ -78,11 +87,24 @@ def model_uri(model: str | None, task: str) -> str:
     )
 
 
-def load_model(uri: str):  # -> mlflow.pyfunc.PyFuncModel
-    """Load a pyfunc model, exit 1 with a one-line reason when that fails."""
+def load_model(uri: str, device: str | None = None):  # -> mlflow.pyfunc.PyFuncModel
+    """Load a pyfunc model (onto ``device`` when given: it sets ``FACELENS_DEVICE``, which the
+    served model reads when it loads), exit 1 with a one-line reason when that fails."""
     import logging
+    import os
 
     import mlflow
+
+    if device is not None:
+        from facelens.device import DEVICE_ENV, parse_device_spec
+        from facelens.errors import ConfigError
+
+        try:
+            os.environ[DEVICE_ENV] = parse_device_spec(device, "--device")
+        except ConfigError as exc:
+            raise typer.BadParameter(
+                str(exc).removeprefix("--device: "), param_hint="--device"
+            ) from None
 
     tracking_uri()
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # keep stderr to our one-liners

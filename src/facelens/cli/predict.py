@@ -14,6 +14,7 @@ from facelens.cli.console import err, print_table, progress_bar
 from facelens.cli.inputs import read_input
 from facelens.cli.model import (
     DetectOption,
+    DeviceOption,
     MarginOption,
     ModelOption,
     TaskOption,
@@ -35,6 +36,7 @@ def predict(
     task: TaskOption = "expression",
     detect_face: DetectOption = False,
     margin: MarginOption = 0.25,
+    device: DeviceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
 ) -> None:
     """Predict expressions (or attribute ratings) for images with a logged MLflow model.
@@ -60,7 +62,7 @@ def predict(
             problems[i] = str(exc)
     results: dict[int, dict] = {}
     if inputs:
-        pyfunc = load_model(uri)
+        pyfunc = load_model(uri, device)
         order = sorted(inputs)
         with progress_bar(f"predicting {len(order)} image(s)") as progress:
             rows = run_model(pyfunc, [inputs[i] for i in order], {}, progress)

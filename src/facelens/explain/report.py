@@ -207,7 +207,7 @@ def _forward_and_plan(
     model.eval()
     x = meta.eval_transform()(probes.images)
     with torch.no_grad():
-        outputs = model(x)
+        outputs = model(x.to(next(model.parameters()).device)).float().cpu()
     names = list(meta.output_names)
     if meta.task == "expression":
         return x, outputs, expression_plan(params, outputs, np.asarray(probes.labels), names)

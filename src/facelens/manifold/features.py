@@ -36,6 +36,7 @@ def manifold_features(
         attributes task.
     """
     tf = meta.eval_transform()
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     emb: list[np.ndarray] = []
@@ -43,10 +44,10 @@ def manifold_features(
     try:
         with torch.no_grad():
             for start in range(0, len(ds), batch_size):
-                xb = tf(ds.images[start : start + batch_size])
+                xb = tf(ds.images[start : start + batch_size]).to(device)
                 e = model.embed(xb)  # (B, D)
-                emb.append(e.numpy())
-                outs.append(model.classifier[-1](e).numpy())
+                emb.append(e.float().cpu().numpy())
+                outs.append(model.classifier[-1](e).float().cpu().numpy())
     finally:
         model.train(was_training)
     feats = {"penultimate": np.concatenate(emb).astype(np.float64)}

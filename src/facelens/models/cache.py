@@ -176,6 +176,7 @@ class ActivationCache:
     def _compute(self, model: FaceVGG, k: int, data: Any) -> TensorDataset:
         was_training = model.training
         model.eval()
+        device = next(model.parameters()).device
         acts: list[Tensor] = []
         targets: list[Tensor] = []
         try:
@@ -183,9 +184,9 @@ class ActivationCache:
                 for batch in _batches(data, self.batch_size):
                     raise_if_requested()
                     x, y = batch[0], batch[1]
-                    x = x.contiguous(memory_format=torch.channels_last)
+                    x = x.to(device).contiguous(memory_format=torch.channels_last)
                     a = model.forward_prefix(x, k)
-                    acts.append(a.to(self.dtype).contiguous())
+                    acts.append(a.to(self.dtype).contiguous().cpu())
                     targets.append(torch.as_tensor(y))
         finally:
             model.train(was_training)

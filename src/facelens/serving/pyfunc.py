@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from facelens.device import resolve_device
 from facelens.errors import ConfigError, DataError
 from facelens.models.export import load_exported
 from facelens.models.layers import resolve_cam_layer
@@ -102,19 +103,22 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
 
     The exported directory is the ``model_dir`` artifact. Optional ``model_config`` keys:
     ``max_pixels``, ``min_size`` (decoder limits), ``max_image_bytes``, ``max_rows`` and
-    ``max_scorecam_rows`` (per request), ``batch_size`` and ``cam_layer`` (a
-    ``FaceVGG.gradcam_layers()`` key).
+    ``max_scorecam_rows`` (per request), ``batch_size``, ``cam_layer`` (a
+    ``FaceVGG.gradcam_layers()`` key) and ``device`` (default ``auto``; the environment
+    variable ``FACELENS_DEVICE`` overrides it, see :mod:`facelens.device`).
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Load the exported model (``torch.load(weights_only=True)``) and the preprocessing.
 
         Raises:
-            ConfigError: ``model_config`` names a ``cam_layer`` the model does not have.
+            ConfigError: ``model_config`` names a ``cam_layer`` the model does not have, or a
+                device this machine does not have.
         """
-        model, meta = load_exported(Path(context.artifacts["model_dir"]))
-        model.eval()
         config = dict(context.model_config or {})
+        self._device = resolve_device(str(config.get("device", "auto")))
+        model, meta = load_exported(Path(context.artifacts["model_dir"]), self._device)
+        model.eval()
         self._model = model
         self._meta = meta
         self._max_pixels = int(config.get("max_pixels", DEFAULT_MAX_PIXELS))
@@ -230,7 +234,7 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
         out: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(images), self._batch_size):
-                x = self._batch(images[start : start + self._batch_size])
+                x = self._batch(images[start : start + self._batch_size]).to(self._device)
                 out.append(self._model(x).float().cpu().numpy().astype(np.float64))  # (B, K)
         if not out:
             return np.zeros((0, self._meta.num_outputs), dtype=np.float64)

@@ -121,7 +121,7 @@ def run(
     Returns:
         The metrics written to ``metrics_path``.
     """
-    trained = load_trained(prepared_dir, splits_dir, model_dir)
+    trained = load_trained(prepared_dir, splits_dir, model_dir, params.device)
     meta = trained.meta
     ds = FaceDataset(
         trained.test_rows,

@@ -50,7 +50,7 @@ def run(
     Returns:
         The full summary (``faithfulness_details.json``).
     """
-    trained = load_trained(prepared_dir, splits_dir, model_dir)
+    trained = load_trained(prepared_dir, splits_dir, model_dir, params.device)
     rows = select_probes(trained.test_rows, trained.meta.task, params.explain)
     probes = trained.dataset(rows, prepared_dir)
     result = explain_probes(

@@ -74,7 +74,7 @@ def run(
         The full document (``metrics_details.json``).
     """
     mp = params.manifold
-    trained = load_trained(prepared_dir, splits_dir, model_dir)
+    trained = load_trained(prepared_dir, splits_dir, model_dir, params.device)
     points = _points(trained, prepared_dir, mp)
     ref_file = reference_path(reference_dir, trained.data_version)
     previous = load_reference(ref_file) if ref_file.is_file() else None

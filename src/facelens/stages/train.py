@@ -14,6 +14,7 @@ from facelens._io import canonical_hash
 from facelens.config import Params
 from facelens.data.manifest import data_version
 from facelens.data.split_csv import load_splits
+from facelens.device import DevicePolicy, device_tags
 from facelens.models.export import export_model
 from facelens.serving.log_model import log_pyfunc_model
 from facelens.serving.schema import model_signature
@@ -90,6 +91,8 @@ def run(
     configure(params.tracking.tracking_uri, params.tracking.experiment)
     tags = lineage_tags(Path.cwd(), params=params, data_version=version)
     tags.update({"facelens.stage": "train", "facelens.task": params.task})
+    policy = DevicePolicy.resolve(params.device, recipe.train.precision)
+    tags.update(device_tags(policy))
     with tracked_run(f"train {params.task}", tags=tags, run_id=resume_id) as tracked:
         run_id = tracked.info.run_id
         run_id_file.write_text(run_id)
@@ -104,6 +107,7 @@ def run(
             callbacks=[MlflowEpochLogger()],
             checkpoint_dir=ckpt_dir,
             data_version=version,
+            policy=policy,
         )
         _log_history(trained.history, trained.meta.weights_source)
         export_model(trained.model, trained.meta, model_dir)

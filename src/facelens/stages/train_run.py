@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from facelens.data.dataset import FaceDataset
 from facelens.data.manifest import data_version
 from facelens.data.split_csv import load_splits
+from facelens.device import resolve_device
 from facelens.errors import DataError
 from facelens.models.export import load_exported
 from facelens.models.meta import ModelMeta
@@ -56,8 +57,10 @@ class TrainedOnTest:
         return FaceDataset(rows, prepared_dir, self.meta.task, self.meta.input_size, None)
 
 
-def load_trained(prepared_dir: Path, splits_dir: Path, model_dir: Path) -> TrainedOnTest:
-    """Load the exported model and the test split.
+def load_trained(
+    prepared_dir: Path, splits_dir: Path, model_dir: Path, device: str = "auto"
+) -> TrainedOnTest:
+    """Load the exported model onto ``device`` (see :mod:`facelens.device`) and the test split.
 
     Raises:
         MissingInputError: the split, the prepared data or the model is missing.
@@ -69,7 +72,7 @@ def load_trained(prepared_dir: Path, splits_dir: Path, model_dir: Path) -> Train
             f"{Path(splits_dir) / 'test.csv'} has no rows; the evaluate, explain and manifold "
             "stages need a test split (check split.test_fraction)."
         )
-    model, meta = load_exported(model_dir)
+    model, meta = load_exported(model_dir, resolve_device(device))
     return TrainedOnTest(model, meta, test_rows, data_version(prepared_dir))
 
 

@@ -18,6 +18,7 @@ from facelens.data.dataset import FaceDataset
 from facelens.data.manifest import data_version
 from facelens.data.split import stratified_subset
 from facelens.data.split_csv import load_splits
+from facelens.device import DevicePolicy, device_tags
 from facelens.models.cache import ActivationCache
 from facelens.tracking.runs import configure
 from facelens.tracking.study import MlflowStudyTracker
@@ -89,6 +90,8 @@ def run(
     cache = ActivationCache(cache_dir, dtype=getattr(torch, cache_dtype)) if use_cache else None
     decoded: dict[tuple[Any, ...], FaceDataset] = {}  # images decoded once per study
 
+    policy = DevicePolicy.resolve(params.device, params.train.precision)
+
     def objective(trial_params: dict[str, Any], report: Callable[[int, float], None]) -> float:
         recipe = make_recipe(params.task, params.model, params.train, trial_params)
         trained = train_model(
@@ -101,8 +104,9 @@ def run(
             data_version=version,
             progress=False,
             dataset_memo=decoded,
+            policy=policy,
         )
         return float(trained.history.best_val_metric)
 
-    tracker = MlflowStudyTracker(f"tune {tune.study_name}")
+    tracker = MlflowStudyTracker(f"tune {tune.study_name}", tags=device_tags(policy))
     return run_study(create_study(tune), tune, objective, tracker=tracker, progress=progress)

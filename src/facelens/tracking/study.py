@@ -56,10 +56,12 @@ class MlflowStudyTracker:
 
     Args:
         parent_run_name: the name of the parent run when one is created.
+        tags: extra tags of the parent run and every trial run (e.g. the device used).
     """
 
-    def __init__(self, parent_run_name: str) -> None:
+    def __init__(self, parent_run_name: str, tags: Mapping[str, str] | None = None) -> None:
         self.parent_run_name = parent_run_name
+        self.tags = dict(tags or {})
         self.run_id: str | None = None
         self.notes: list[str] = []
         self._study_name = ""
@@ -68,7 +70,11 @@ class MlflowStudyTracker:
     def study(self, study: optuna.Study, params: TuneParams) -> Iterator[None]:
         """Open (or resume) the parent run around the whole ``run_study`` call."""
         self._study_name = params.study_name
-        tags = {"study_name": params.study_name, "storage": redact_url(params.storage)}
+        tags = {
+            **self.tags,
+            "study_name": params.study_name,
+            "storage": redact_url(params.storage),
+        }
         with ExitStack() as stack:
             parent, resumed = None, False
             stored_id = study.user_attrs.get(PARENT_RUN_ATTR)
@@ -92,7 +98,7 @@ class MlflowStudyTracker:
     def trial(self, trial: optuna.Trial, trial_params: Mapping[str, Any]) -> Iterator[_TrialRun]:
         """A nested run around one trial; a pruned trial's run ends ``FINISHED``."""
         pruned: optuna.TrialPruned | None = None
-        tags = {"study_name": self._study_name, "trial_number": str(trial.number)}
+        tags = {**self.tags, "study_name": self._study_name, "trial_number": str(trial.number)}
         with tracked_run(f"trial-{trial.number:03d}", nested=True, tags=tags) as run:
             trial.set_user_attr(TRIAL_RUN_ATTR, run.info.run_id)
             mlflow.log_params({**trial_params, "trial_number": trial.number})

@@ -41,6 +41,8 @@ class TrainState:
     history: History
     #: CPU copy of the best weights so far (None before the first epoch).
     best_state: dict[str, Tensor] | None = None
+    #: Gradient scaler of fp16 training on CUDA (None otherwise); checkpointed with the rest.
+    scaler: torch.amp.GradScaler | None = None
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -82,6 +84,7 @@ def save_checkpoint(
             "history": history.to_dict(),
             "rng_torch": torch.get_rng_state(),
             "rng_gen": state.gen.get_state(),
+            **({} if state.scaler is None else {"scaler": state.scaler.state_dict()}),
         },
         path,
     )
@@ -124,6 +127,8 @@ def restore_checkpoint(
     state.sched.load_state_dict(ckpt["scheduler"])
     torch.set_rng_state(ckpt["rng_torch"])
     state.gen.set_state(ckpt["rng_gen"])
+    if state.scaler is not None and "scaler" in ckpt:
+        state.scaler.load_state_dict(ckpt["scaler"])
     state.history = History.from_dict(ckpt["history"])
     state.best_state = None
     if state.history.best_epoch:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from facelens.device import DevicePolicy, resolve_precision
 from facelens.errors import DataError
 from facelens.models.cache import ActivationCache
 from facelens.models.vgg import FaceVGG, apply_freeze
@@ -56,6 +57,7 @@ def fit(
     cache: ActivationCache | None = None,
     cache_key_fields: dict[str, Any] | None = None,
     progress: bool = True,
+    policy: DevicePolicy | None = None,
 ) -> History:
     """Train ``model`` in place and return its :class:`History`.
 
@@ -80,6 +82,9 @@ def fit(
         cache_key_fields: identity of backbone and data for the cache key (arch, weights
             source, input size, data version...).
         progress: show a tqdm bar per epoch.
+        policy: device and precision (see :mod:`facelens.device`); ``None`` trains on the CPU
+            in ``params.precision``. The model is moved to the device; checkpoints and the
+            best weights are stored as CPU tensors, so they load anywhere.
 
     Raises:
         ValueError: unknown task or head mismatch.
@@ -106,9 +111,15 @@ def fit(
                 cache=cache,
                 cache_key_fields=cache_key_fields or {},
                 progress=progress,
+                policy=policy or _cpu_policy(params),
             )
     finally:
         torch.set_num_threads(threads)
+
+
+def _cpu_policy(params: TrainParams) -> DevicePolicy:
+    cpu = torch.device("cpu")
+    return DevicePolicy(cpu, resolve_precision(params.precision, cpu))
 
 
 def _check_inputs(model: FaceVGG, train_ds: Dataset, params: TrainParams, task: str) -> None:
@@ -136,19 +147,25 @@ def _fit(
     cache: ActivationCache | None,
     cache_key_fields: dict[str, Any],
     progress: bool,
+    policy: DevicePolicy,
 ) -> History:
     gen = torch.Generator().manual_seed(params.seed)
     k = apply_freeze(model, params.trainable_blocks)
-    model.to(memory_format=torch.channels_last)  # ~1.5x faster convs on CPU
+    model.to(policy.device, memory_format=torch.channels_last)  # ~1.5x faster convs on CPU
+    if policy.precision != "fp32":  # fp32 keys stay those of earlier versions
+        cache_key_fields = {**cache_key_fields, "precision": policy.precision}
 
     if val_ds is not None:
         val_ds = eval_view(val_ds)
     augmenting = params.augment > 0 or getattr(getattr(train_ds, "transform", None), "augment", 0)
     use_cache = cache is not None and k >= 1 and not augmenting
-    train_src, val_src = _sources(
-        model, k, train_ds, val_ds, cache if use_cache else None, cache_key_fields
-    )
+    with policy.autocast():
+        train_src, val_src = _sources(
+            model, k, train_ds, val_ds, cache if use_cache else None, cache_key_fields
+        )
     state = _new_state(model, params, train_src.n, gen, use_cache)
+    if policy.needs_scaler:
+        state.scaler = torch.amp.GradScaler(policy.device.type)
     start = 1
 
     ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
@@ -162,7 +179,7 @@ def _fit(
                 return _finish(model, state)
 
     for epoch in range(start, params.epochs + 1):
-        result = _run_epoch(model, train_src, val_src, state, params, task, epoch, progress)
+        result = _run_epoch(model, train_src, val_src, state, params, task, epoch, progress, policy)
         stop = _record(model, state, result, params, keep_last=val_src is None)
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, epoch, model, state, params, task)
@@ -214,6 +231,7 @@ def _run_epoch(
     task: str,
     epoch: int,
     progress: bool,
+    policy: DevicePolicy,
 ) -> EpochResult:
     n = train_src.n
     t0 = time.perf_counter()
@@ -227,6 +245,8 @@ def _run_epoch(
         task,
         desc=f"epoch {epoch}/{params.epochs}",
         progress=progress,
+        policy=policy,
+        scaler=state.scaler,
     )
     train_seconds = time.perf_counter() - t0
     metrics: dict[str, float] = {
@@ -234,7 +254,7 @@ def _run_epoch(
         "train_img_per_s": n / max(train_seconds, 1e-9),
     }
     if val_src is not None:
-        val_loss, val_metric, extra = validate(model, val_src, params, task)
+        val_loss, val_metric, extra = validate(model, val_src, params, task, policy)
         metrics.update(extra)
     else:
         val_loss, val_metric = float("nan"), float("nan")

@@ -7,18 +7,25 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from facelens.device import DevicePolicy
 from facelens.interrupts import raise_if_requested
 from facelens.models.vgg import FaceVGG
 from facelens.training.metrics import classification_report, regression_report
 from facelens.training.params import TrainParams
 from facelens.training.sources import BatchSource, batch_chunks
 
-__all__ = ["TASKS", "collect_outputs", "task_loss", "train_epoch", "validate"]
+__all__ = ["TASKS", "collect_outputs", "model_device", "task_loss", "train_epoch", "validate"]
 
 #: The tasks a model is trained for: expression classes or attribute regression.
 TASKS = ("expression", "attributes")
 #: Smallest batch size of a validation pass (no gradients, so larger batches are cheap).
 _MIN_EVAL_BATCH = 128
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (the CPU for a model without any)."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def task_loss(task: str, out: Tensor, y: Tensor, smoothing: float = 0.0) -> Tensor:
@@ -29,9 +36,13 @@ def task_loss(task: str, out: Tensor, y: Tensor, smoothing: float = 0.0) -> Tens
 
 
 @torch.no_grad()
-def collect_outputs(model: FaceVGG, source: BatchSource, batch_size: int) -> tuple[Tensor, Tensor]:
-    """Outputs and targets for every item of ``source`` in order, in eval mode (the model's
-    train/eval mode is restored afterwards)."""
+def collect_outputs(
+    model: FaceVGG, source: BatchSource, batch_size: int, policy: DevicePolicy | None = None
+) -> tuple[Tensor, Tensor]:
+    """Outputs (fp32, on the CPU) and targets for every item of ``source`` in order, in eval
+    mode (the model's train/eval mode is restored afterwards). Batches go to the model's
+    device; ``policy`` sets the precision (fp32 when ``None``)."""
+    policy = policy or DevicePolicy(model_device(model))
     was_training = model.training
     model.eval()
     outs: list[Tensor] = []
@@ -40,7 +51,9 @@ def collect_outputs(model: FaceVGG, source: BatchSource, batch_size: int) -> tup
         for idx in torch.split(torch.arange(source.n), batch_size):
             raise_if_requested()
             x, y = source.batch(idx, None)
-            outs.append(source.forward(model, x).float())
+            with policy.autocast():
+                out = source.forward(model, x.to(policy.device, non_blocking=True))
+            outs.append(out.float().cpu())
             ys.append(torch.as_tensor(y))
     finally:
         model.train(was_training)
@@ -63,13 +76,17 @@ def _val_metrics(task: str, out: Tensor, y: Tensor) -> tuple[float, dict[str, fl
 
 
 def validate(
-    model: FaceVGG, source: BatchSource, params: TrainParams, task: str
+    model: FaceVGG,
+    source: BatchSource,
+    params: TrainParams,
+    task: str,
+    policy: DevicePolicy | None = None,
 ) -> tuple[float, float, dict[str, float]]:
     """``(val_loss, val_metric, val_* metrics)`` of ``model`` on ``source``.
 
     The metric is macro-F1 (expression) or mean Pearson r (attributes).
     """
-    out, y = collect_outputs(model, source, max(params.batch_size, _MIN_EVAL_BATCH))
+    out, y = collect_outputs(model, source, max(params.batch_size, _MIN_EVAL_BATCH), policy)
     val_loss = float(task_loss(task, out, y))
     val_metric, extra = _val_metrics(task, out, y)
     return val_loss, val_metric, extra
@@ -86,9 +103,13 @@ def train_epoch(
     *,
     desc: str,
     progress: bool,
+    policy: DevicePolicy | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> float:
     """One pass over ``source`` in an order drawn from ``gen``; returns the summed loss
-    (mean batch loss times batch size)."""
+    (mean batch loss times batch size). Batches go to ``policy.device`` and run under its
+    autocast; ``scaler`` (fp16) scales the loss."""
+    policy = policy or DevicePolicy(model_device(model))
     model.train()
     total = 0.0
     bar = tqdm(
@@ -100,10 +121,19 @@ def train_epoch(
     for idx in bar:
         raise_if_requested()
         x, y = source.batch(idx, gen)
-        loss = task_loss(task, source.forward(model, x), y, params.label_smoothing)
+        x = x.to(policy.device, non_blocking=True)
+        y = torch.as_tensor(y).to(policy.device, non_blocking=True)
+        with policy.autocast():
+            out = source.forward(model, x)
+        loss = task_loss(task, out.float(), y, params.label_smoothing)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         sched.step()
         total += float(loss.detach()) * len(idx)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")

@@ -29,3 +29,7 @@ class TrainParams(BaseModel):
     patience: int | None = Field(default=None, ge=1)
     seed: int = 0
     num_threads: int | None = Field(default=None, ge=1)
+    #: Numeric precision of training steps and forward passes: ``fp32``, ``bf16`` / ``fp16``
+    #: autocast, or ``auto`` (bf16 where the device has native bf16 units, see
+    #: :mod:`facelens.device`). Explanations always run in fp32.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"

@@ -19,6 +19,7 @@ from facelens.constants import EXPRESSIONS
 from facelens.data.dataset import FaceDataset
 from facelens.data.targets import attribute_stats, target_columns
 from facelens.data.transforms import make_transform
+from facelens.device import DevicePolicy
 from facelens.models.build import build_model
 from facelens.models.cache import ActivationCache
 from facelens.models.meta import ModelMeta
@@ -150,6 +151,7 @@ def train_model(
     data_version: str = "unknown",
     progress: bool = True,
     dataset_memo: dict[tuple[Any, ...], FaceDataset] | None = None,
+    policy: DevicePolicy | None = None,
 ) -> TrainedModel:
     """Build the model of ``recipe`` and fit it on ``train_rows`` (``val_rows`` for selection).
 
@@ -164,6 +166,7 @@ def train_model(
         data_version: hash of the prepared data, part of the activation-cache key.
         progress: show progress bars.
         dataset_memo: see :func:`build_datasets` (one dict per fixed pair of row sets).
+        policy: device and precision of training (``None``: the CPU, ``train.precision``).
     """
     names = output_names(recipe.task, train_rows)
     model, weights_source = build_model(
@@ -196,6 +199,7 @@ def train_model(
         cache=cache,
         cache_key_fields=key_fields,
         progress=progress,
+        policy=policy,
     )
     meta = ModelMeta.for_model(
         model,

@@ -14,6 +14,7 @@ import torch
 from pytorch_grad_cam.base_cam import BaseCAM
 from torch import nn
 
+from facelens.device import fp32
 from facelens.errors import CamError
 from facelens.explain.cams.methods import METHODS, SCORECAM_MAX_IMAGES, resolve_method
 
@@ -161,17 +162,19 @@ def _run(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The normalised and raw maps of ``source`` (B, 3, H, W), ``batch_size`` images at a time."""
     height, width = source.shape[2:]
+    device = next(cam.model.parameters()).device
     cams: list[np.ndarray] = []
     raws: list[np.ndarray] = []
     for start in range(0, len(source), batch_size):
         # A fresh leaf that requires grad: the target layer's output then carries a graph
         # even when every parameter of the model is frozen.
-        chunk = source[start : start + batch_size].clone()
+        chunk = source[start : start + batch_size].to(device).clone()
         chunk.requires_grad_(cam.uses_gradients)
         chunk_targets = None if targets is None else list(targets[start : start + batch_size])
         cam._facelens_raw = []
         try:
-            maps = cam(input_tensor=chunk, targets=chunk_targets)
+            with fp32(device):  # maps never depend on the precision the caller runs in
+                maps = cam(input_tensor=chunk, targets=chunk_targets)
         except IndexError as exc:
             raise CamError(
                 f"{method} failed with IndexError: {exc}. Check that target indices are "
