@@ -86,7 +86,8 @@ def prepare_dataset(
         pd.DataFrame(report.quarantine, columns=list(QUARANTINE_COLUMNS)).to_csv(
             tmp / "quarantine.csv", index=False
         )
-        (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        report_doc = report.to_dict(timings=False)
+        (tmp / "report.json").write_text(json.dumps(report_doc, indent=2) + "\n")
     return report
 
 

@@ -74,11 +74,23 @@ class PrepareReport:
     duration_s: float = 0.0
     images_per_second: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
+    def to_dict(self, *, timings: bool = True) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists). ``timings=False`` leaves out the wall-clock
+        figures (``duration_s``, ``images_per_second``, the generator's speed): what
+        ``report.json`` holds, so that the prepared folder is byte-identical, and its DVC hash
+        equal, for the same params on any machine."""
         out = asdict(self)
         out["near_duplicates"] = [list(p) for p in self.near_duplicates]
+        if not timings:
+            for key in _TIMINGS:
+                out.pop(key)
+            if out["synth"] is not None:
+                out["synth"] = {k: v for k, v in out["synth"].items() if k not in _TIMINGS}
         return out
+
+
+#: Wall-clock fields of the report (and of its ``synth`` part), not written to ``report.json``.
+_TIMINGS = ("duration_s", "images_per_second")
 
 
 def record_quarantine(report: PrepareReport, origin: str, reason: str, detail: str) -> None:
