@@ -31,6 +31,7 @@ __all__ = [
     "cpu_has_bf16",
     "device_tags",
     "fp32",
+    "model_device",
     "parse_device_spec",
     "resolve_device",
     "resolve_precision",
@@ -93,6 +94,12 @@ def resolve_device(spec: str = "auto", *, env: bool = True) -> torch.device:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (the CPU for a model without any)."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def cpu_has_bf16() -> bool:

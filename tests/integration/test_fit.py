@@ -70,6 +70,22 @@ class _Recorder:
             raise KeyboardInterrupt(f"stop after epoch {result.epoch}")
 
 
+def _interrupted_after_epoch_1(train, val, params: TrainParams, ckpt: Path, **kw) -> None:
+    """Fit a fresh model until the callback interrupts it after epoch 1's checkpoint."""
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            _model(),
+            train,
+            val,
+            params,
+            "expression",
+            callbacks=[_Recorder(stop_after=1)],
+            checkpoint_dir=ckpt,
+            progress=False,
+            **kw,
+        )
+
+
 def test_train_params_are_closed() -> None:
     with pytest.raises(ValueError, match="extra"):
         TrainParams(learning_rate=0.1)  # type: ignore[call-arg]
@@ -124,17 +140,7 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path: Path) -> None:
     full = fit(full_model, train, val, params, "expression", progress=False)
 
     ckpt = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        fit(
-            _model(),
-            train,
-            val,
-            params,
-            "expression",
-            callbacks=[_Recorder(stop_after=1)],
-            checkpoint_dir=ckpt,
-            progress=False,
-        )
+    _interrupted_after_epoch_1(train, val, params, ckpt)
     assert (ckpt / "checkpoint.pt").is_file() and (ckpt / "best-epoch1.pt").is_file()
 
     rec = _Recorder()
@@ -252,18 +258,7 @@ def test_bf16_autocast_trains_and_resumes_on_the_cpu(tmp_path: Path) -> None:
     assert predict(model, val).dtype == np.float32
 
     ckpt = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        fit(
-            _model(),
-            train,
-            val,
-            params,
-            "expression",
-            callbacks=[_Recorder(stop_after=1)],
-            checkpoint_dir=ckpt,
-            progress=False,
-            policy=policy,
-        )
+    _interrupted_after_epoch_1(train, val, params, ckpt, policy=policy)
     resumed_model = _model()
     resumed = fit(
         resumed_model,
@@ -285,17 +280,7 @@ def test_precision_is_part_of_the_checkpoint_params(tmp_path: Path) -> None:
     """A checkpoint written in bf16 does not silently resume an fp32 run."""
     train, val = _datasets(n=8)
     bf16 = TrainParams(epochs=2, batch_size=4, augment=0.0, precision="bf16")
-    with pytest.raises(KeyboardInterrupt):
-        fit(
-            _model(),
-            train,
-            val,
-            bf16,
-            "expression",
-            callbacks=[_Recorder(stop_after=1)],
-            checkpoint_dir=tmp_path,
-            progress=False,
-        )
+    _interrupted_after_epoch_1(train, val, bf16, tmp_path)
     fp32 = bf16.model_copy(update={"precision": "fp32"})
     with pytest.raises(ValueError, match=r"differing: \['precision'\]"):
         fit(_model(), train, val, fp32, "expression", checkpoint_dir=tmp_path, progress=False)

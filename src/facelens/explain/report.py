@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from facelens._io import flatten_metrics, jsonable
 from facelens.data.dataset import FaceDataset
+from facelens.device import model_device
 from facelens.errors import DataError
 from facelens.explain.cams.methods import method_slug
 from facelens.explain.cams.probes import probe_set
@@ -207,7 +208,7 @@ def _forward_and_plan(
     model.eval()
     x = meta.eval_transform()(probes.images)
     with torch.no_grad():
-        outputs = model(x.to(next(model.parameters()).device)).float().cpu()
+        outputs = model(x.to(model_device(model))).float().cpu()
     names = list(meta.output_names)
     if meta.task == "expression":
         return x, outputs, expression_plan(params, outputs, np.asarray(probes.labels), names)

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from facelens.data.dataset import FaceDataset
+from facelens.device import model_device
 from facelens.manifold.alignment import alignment_subset
 from facelens.manifold.params import ManifoldParams
 from facelens.models.meta import ModelMeta
@@ -36,7 +37,7 @@ def manifold_features(
         attributes task.
     """
     tf = meta.eval_transform()
-    device = next(model.parameters()).device
+    device = model_device(model)
     was_training = model.training
     model.eval()
     emb: list[np.ndarray] = []

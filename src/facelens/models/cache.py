@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from facelens._io import atomic_path, atomic_write_text, canonical_hash
+from facelens.device import model_device
 from facelens.interrupts import raise_if_requested
 from facelens.models.vgg import FaceVGG
 
@@ -176,7 +177,7 @@ class ActivationCache:
     def _compute(self, model: FaceVGG, k: int, data: Any) -> TensorDataset:
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
+        device = model_device(model)
         acts: list[Tensor] = []
         targets: list[Tensor] = []
         try:

@@ -7,25 +7,19 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from facelens.device import DevicePolicy
+from facelens.device import DevicePolicy, model_device
 from facelens.interrupts import raise_if_requested
 from facelens.models.vgg import FaceVGG
 from facelens.training.metrics import classification_report, regression_report
 from facelens.training.params import TrainParams
 from facelens.training.sources import BatchSource, batch_chunks
 
-__all__ = ["TASKS", "collect_outputs", "model_device", "task_loss", "train_epoch", "validate"]
+__all__ = ["TASKS", "collect_outputs", "task_loss", "train_epoch", "validate"]
 
 #: The tasks a model is trained for: expression classes or attribute regression.
 TASKS = ("expression", "attributes")
 #: Smallest batch size of a validation pass (no gradients, so larger batches are cheap).
 _MIN_EVAL_BATCH = 128
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of ``model``'s parameters (the CPU for a model without any)."""
-    first = next(model.parameters(), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def task_loss(task: str, out: Tensor, y: Tensor, smoothing: float = 0.0) -> Tensor:

@@ -14,7 +14,7 @@ import torch
 from pytorch_grad_cam.base_cam import BaseCAM
 from torch import nn
 
-from facelens.device import fp32
+from facelens.device import fp32, model_device
 from facelens.errors import CamError
 from facelens.explain.cams.methods import METHODS, SCORECAM_MAX_IMAGES, resolve_method
 
@@ -162,7 +162,7 @@ def _run(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The normalised and raw maps of ``source`` (B, 3, H, W), ``batch_size`` images at a time."""
     height, width = source.shape[2:]
-    device = next(cam.model.parameters()).device
+    device = model_device(cam.model)
     cams: list[np.ndarray] = []
     raws: list[np.ndarray] = []
     for start in range(0, len(source), batch_size):

@@ -14,6 +14,8 @@ from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 from torch import nn
 
+from facelens.device import model_device
+
 __all__ = ["deletion_report"]
 
 
@@ -77,7 +79,7 @@ def deletion_report(
     fractions = [float(f) for f in removal_fractions]
     if any(not 0.0 < f < 1.0 for f in fractions):
         raise ValueError(f"removal_fractions must lie in (0, 1), got {list(removal_fractions)}.")
-    device = next(model.parameters()).device
+    device = model_device(model)
     inputs = images.detach().to(device)
     targets = list(targets)
     rng = np.random.default_rng(seed)
