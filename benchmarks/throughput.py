@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 112, 224])
-    ap.add_argument("--train-sizes", type=int, nargs="+", default=[64, 112])
+    ap.add_argument("--train-sizes", type=int, nargs="*", default=[64, 112])
     ap.add_argument("--batch", type=int, default=8, help="forward batch size")
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--precisions", nargs="+", default=None, help="default: fp32 + bf16")

@@ -397,3 +397,21 @@ def _blobs(
 def blobs() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
     """Factory: ``blobs(n_per=20, n_classes=4, dim=16, seed=0) -> (X, labels)``."""
     return _blobs
+
+
+@pytest.fixture
+def save_as_if_from_cuda() -> Callable[[object, Path], None]:
+    """``torch.save`` with every storage tagged ``cuda:0``, as a file written from a GPU is
+    (this machine may have none): loading it needs ``map_location`` on a CPU-only machine."""
+    import torch
+    import torch.serialization as ser
+
+    def save(obj: object, path: Path) -> None:
+        saved = list(ser._package_registry)
+        ser.register_package(0, lambda storage: "cuda:0", lambda storage, location: None)
+        try:
+            torch.save(obj, path)
+        finally:
+            ser._package_registry[:] = saved
+
+    return save

@@ -29,12 +29,14 @@ __all__ = [
     "Precision",
     "autocast",
     "cpu_has_bf16",
+    "deterministic_kernels",
     "device_tags",
     "fp32",
     "model_device",
     "parse_device_spec",
     "resolve_device",
     "resolve_precision",
+    "stage_tensor",
 ]
 
 #: Environment variable that overrides the device (the served model reads it when it loads).
@@ -170,8 +172,61 @@ def fp32(device: torch.device) -> Iterator[None]:
         yield
 
 
-def device_tags(policy: DevicePolicy) -> dict[str, str]:
-    """Run tags naming the device actually used, its name and the torch / CUDA versions."""
+@contextlib.contextmanager
+def deterministic_kernels(on: bool) -> Iterator[None]:
+    """Deterministic kernels in the body when ``on`` (``torch.use_deterministic_algorithms``
+    in warn-only mode: an op without a deterministic CUDA kernel warns instead of stopping
+    training; cuDNN autotuning off, ``CUBLAS_WORKSPACE_CONFIG`` set); when off, cuDNN autotunes
+    its convolutions for the fixed input size (faster, not bit-reproducible on a GPU). The
+    previous settings are restored on exit. CPU kernels used here are deterministic anyway."""
+    cudnn = torch.backends.cudnn
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.benchmark,
+        cudnn.deterministic,
+    )
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    cudnn.benchmark, cudnn.deterministic = not on, on
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.benchmark, cudnn.deterministic = saved[2], saved[3]
+
+
+#: Share of a GPU's free memory that data staged on it (images, cached activations) may take;
+#: the rest is left to the model, its activations and the optimizer.
+DEVICE_DATA_SHARE = 0.4
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    """Free memory of an accelerator, ``None`` where it cannot be asked (CPU, MPS)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return None
+
+
+def stage_tensor(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` where a training loop reads it fastest: moved to ``device`` once when it fits
+    in :data:`DEVICE_DATA_SHARE` of the free memory there, else (CUDA) pinned so batches copy
+    ``non_blocking``. The CPU, and a tensor already there, get ``tensor`` itself (no copy)."""
+    if device.type == "cpu" or tensor.device == device:
+        return tensor
+    free = _free_bytes(device)
+    nbytes = tensor.element_size() * tensor.numel()
+    if free is None or nbytes <= DEVICE_DATA_SHARE * free:
+        return tensor.to(device)
+    return tensor.pin_memory() if device.type == "cuda" else tensor
+
+
+def device_tags(policy: DevicePolicy, stage: str | None = None) -> dict[str, str]:
+    """Run tags naming the device actually used, its name, the precision and the torch / CUDA
+    versions: ``facelens.device``... for the run's own stage, ``facelens.<stage>.device``...
+    for a ``stage`` that logs into another stage's run (evaluate, explain and manifold log
+    into the train run, possibly from another machine)."""
     dev = policy.device
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)
@@ -179,10 +234,11 @@ def device_tags(policy: DevicePolicy) -> dict[str, str]:
         name = "Apple MPS"
     else:
         name = platform.processor() or platform.machine()
+    prefix = f"facelens.{stage}." if stage else "facelens."
     return {
-        "facelens.device": str(dev),
-        "facelens.device_name": name,
-        "facelens.precision": policy.precision,
-        "facelens.torch_version": torch.__version__,
-        "facelens.cuda_version": str(torch.version.cuda or "none"),
+        f"{prefix}device": str(dev),
+        f"{prefix}device_name": name,
+        f"{prefix}precision": policy.precision,
+        f"{prefix}torch_version": torch.__version__,
+        f"{prefix}cuda_version": str(torch.version.cuda or "none"),
     }

@@ -82,3 +82,12 @@ def test_experiments_carry_metrics_and_plots(tmp_path: Path, dvc_project, pipeli
     figures = proj / "reports" / "explain" / "figures"
     assert figures.is_dir() and any(figures.glob("cam_grid_*.png"))  # restored from the cache
     assert json.loads(_dvc(proj, "status", "--json")) == {}
+
+    # Each stage that logs into the train run says where it ran (device auto: the CPU here).
+    from mlflow import MlflowClient
+
+    run_id = json.loads((proj / "models" / "run.json").read_text())["run_id"]
+    tags = MlflowClient(f"sqlite:///{proj / 'mlflow.db'}").get_run(run_id).data.tags
+    assert tags["facelens.device"] == "cpu"
+    for stage in ("evaluate", "explain", "manifold"):
+        assert tags[f"facelens.{stage}.device"] == "cpu", stage

@@ -261,6 +261,8 @@ def test_explain_stage_writes_reports_and_logs_them_to_the_train_run(
     assert got["explain.sanity.gradcam.spearman_mean"] == pytest.approx(sanity["spearman_mean"])
     assert got["explain.localization.gradcam.mean_lift"] == pytest.approx(loc["mean_lift"])
     assert got["best_val_metric"] == 0.5  # the train run's own metrics are untouched
+    assert run.data.tags["facelens.explain.device"] == "cpu"  # where this stage ran
+    assert run.data.tags["facelens.explain.precision"] == "fp32"  # maps are always fp32
     assert all("+" not in k for k in got)
     top = _artifacts(run_id, "explain")
     assert {
@@ -372,6 +374,7 @@ def test_manifold_stage_writes_logs_and_aligns_later_runs(
     run = MlflowClient().get_run(run_id)
     pca_tw = first["layouts"]["penultimate/pca"]["trustworthiness"]
     assert run.data.metrics["manifold.penultimate.pca.trustworthiness"] == pytest.approx(pca_tw)
+    assert run.data.tags["facelens.manifold.device"] == "cpu"
     logged = _artifacts(run_id, "manifold")
     assert {"manifold/penultimate_pca.png", "manifold/manifold.html"} <= logged
     assert {"manifold/metrics.json", "manifold/metrics_details.json"} <= logged

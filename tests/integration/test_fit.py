@@ -284,3 +284,55 @@ def test_precision_is_part_of_the_checkpoint_params(tmp_path: Path) -> None:
     fp32 = bf16.model_copy(update={"precision": "fp32"})
     with pytest.raises(ValueError, match=r"differing: \['precision'\]"):
         fit(_model(), train, val, fp32, "expression", checkpoint_dir=tmp_path, progress=False)
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu(
+    tmp_path: Path, save_as_if_from_cuda
+) -> None:
+    """Checkpoint and best weights written from CUDA tensors resume on a CPU-only machine
+    to the same result as an uninterrupted CPU run."""
+    train, val = _datasets(n=12)
+    params = TrainParams(epochs=2, batch_size=6, augment=0.0, seed=4)
+    full_model = _model()
+    full = fit(full_model, train, val, params, "expression", progress=False)
+    ckpt = tmp_path / "ckpt"
+    _interrupted_after_epoch_1(train, val, params, ckpt)
+    for path in ckpt.glob("*.pt"):  # rewrite both files as a GPU machine would have
+        save_as_if_from_cuda(torch.load(path, weights_only=True), path)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(ckpt / "checkpoint.pt", weights_only=True)
+    resumed_model = _model(seed=7)
+    resumed = fit(
+        resumed_model, train, val, params, "expression", checkpoint_dir=ckpt, progress=False
+    )
+    assert resumed.resumed_from == 1
+    assert [e.train_loss for e in resumed.epochs] == pytest.approx(
+        [e.train_loss for e in full.epochs]
+    )
+    for a, b in zip(
+        full_model.state_dict().values(), resumed_model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager() -> None:
+    """``train.compile``: the same steps through ``torch.compile`` (no dropout, so no random
+    stream differs between the two) give the same losses, up to the rounding of fused
+    kernels that two epochs amplify, and a model that predicts alike."""
+    train, val = _datasets(n=12)
+    results = []
+    for compiled in (False, True):
+        model, _ = build_model(
+            ModelParams(arch="vgg16_bn", weights="none", input_size=SIZE),
+            num_outputs=7,
+            dropout=0.0,
+            seed=0,
+        )
+        params = TrainParams(epochs=2, batch_size=6, augment=0.0, seed=4, compile=compiled)
+        history = fit(model, train, val, params, "expression", progress=False)
+        results.append(([e.train_loss for e in history.epochs], predict(model, val)))
+    (eager_losses, eager_pred), (compiled_losses, compiled_pred) = results
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-2)
+    np.testing.assert_allclose(compiled_pred, eager_pred, rtol=2e-2, atol=2e-2)

@@ -519,3 +519,35 @@ def test_device_comes_from_model_config_and_the_environment(exported, monkeypatc
     np.testing.assert_array_equal(
         _probs(_predict(_served(model_dir, device="cuda"), frame)), reference
     )
+
+
+def test_a_model_saved_on_a_gpu_serves_and_explains_on_the_cpu(
+    exported, tmp_path, monkeypatch, save_as_if_from_cuda
+):
+    """Weights written from CUDA tensors (channels_last, as training leaves them) load on a
+    CPU-only machine: same answers as the CPU copy, explanations included."""
+    import shutil
+
+    from facelens.device import DEVICE_ENV
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    src = exported["expression"][0]
+    gpu_dir = tmp_path / "from-gpu"
+    shutil.copytree(src, gpu_dir)
+    state = torch.load(src / "state_dict.pt", weights_only=True)
+    state = {
+        k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+        for k, v in state.items()
+    }
+    save_as_if_from_cuda(state, gpu_dir / "state_dict.pt")
+    if not torch.cuda.is_available():  # the file really names a device this machine lacks
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(gpu_dir / "state_dict.pt", weights_only=True)
+    frame = _frame(_b64(_enc(_face(5))))
+    cpu_model, gpu_model = _served(src, device="cpu"), _served(gpu_dir, device="auto")
+    assert next(gpu_model._model.parameters()).device == gpu_model._device
+    want = _predict(cpu_model, frame, explain=True)
+    got = _predict(gpu_model, frame, explain=True)
+    np.testing.assert_allclose(_probs(got), _probs(want), atol=1e-5)
+    assert got.loc[0, "label"] == want.loc[0, "label"]
+    assert np.abs(_cam(got).astype(int) - _cam(want).astype(int)).max() <= 1

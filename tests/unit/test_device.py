@@ -104,3 +104,83 @@ def test_device_tags_name_device_precision_and_versions():
         "facelens.torch_version",
         "facelens.cuda_version",
     }
+
+
+# --------------------------------------------------------------- data staged on the device
+# PyTorch's "meta" device stands in for an accelerator: tensors there have shapes and
+# devices but no data, so the whole batch path can be followed on a CPU-only machine.
+META = torch.device("meta")
+
+
+def test_stage_tensor_moves_what_fits_and_leaves_the_cpu_alone(monkeypatch):
+    t = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    assert dev.stage_tensor(t, torch.device("cpu")) is t  # no copy on the CPU
+    assert dev.stage_tensor(t, META).device == META
+    monkeypatch.setattr(dev, "_free_bytes", lambda device: 1000)  # 768 B > 0.4 * 1000 B
+    assert dev.stage_tensor(t, META) is t  # too big: batches are copied from the host
+    monkeypatch.setattr(dev, "_free_bytes", lambda device: 2000)
+    assert dev.stage_tensor(t, META).device == META
+
+
+def _augmenting_dataset():
+    from facelens.data.dataset import FaceDataset
+    from facelens.data.transforms import make_transform
+
+    images = torch.randint(0, 256, (6, 3, 40, 40), dtype=torch.uint8)
+    transform = make_transform(
+        32, train=True, augment=0.5, norm_mean=(0.5,) * 3, norm_std=(0.25,) * 3
+    )
+    return FaceDataset.from_tensors(images, torch.arange(6) % 7, "expression", transform=transform)
+
+
+def test_batches_are_sliced_and_augmented_on_the_device_with_the_same_draws():
+    """Images are staged once; a batch is indexed, resized, augmented and normalised where
+    they live, and draws the same random numbers from the CPU generator as on the CPU (the
+    same seed augments alike on every device)."""
+    from facelens.training.sources import ImageSource
+
+    ds = _augmenting_dataset()
+    on_device, on_cpu = ImageSource(ds, META), ImageSource(ds, torch.device("cpu"))
+    assert on_device.ds.images.device == META and ds.images.device.type == "cpu"
+    assert on_cpu.ds is ds  # the CPU path is untouched
+    g_dev, g_cpu = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    idx = torch.tensor([0, 2, 5])
+    x, y = on_device.batch(idx, g_dev)
+    x_cpu, _ = on_cpu.batch(idx, g_cpu)
+    assert x.device == META and y.device == META
+    assert x.shape == x_cpu.shape == (3, 3, 32, 32)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(g_dev.get_state(), g_cpu.get_state())
+
+
+def test_cached_activations_live_on_the_device_when_they_fit():
+    from torch.utils.data import TensorDataset
+
+    from facelens.training.sources import ActivationSource
+
+    acts = TensorDataset(torch.zeros(5, 8, 4, 4, dtype=torch.float16), torch.arange(5))
+    src = ActivationSource(acts, 4, META)
+    assert src.acts.device == META and src.targets.device == META
+    x, y = src.batch(torch.tensor([1, 3]), None)
+    assert x.dtype == torch.float32 and x.device == META and y.shape == (2,)
+
+
+def test_deterministic_kernels_switch_and_restore():
+    cudnn = torch.backends.cudnn
+    before = (torch.are_deterministic_algorithms_enabled(), cudnn.benchmark)
+    with dev.deterministic_kernels(True):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not cudnn.benchmark and cudnn.deterministic
+    assert (torch.are_deterministic_algorithms_enabled(), cudnn.benchmark) == before
+    with dev.deterministic_kernels(False):
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert cudnn.benchmark  # cuDNN autotunes the convolutions for the fixed input size
+    assert (torch.are_deterministic_algorithms_enabled(), cudnn.benchmark) == before
+
+
+def test_stage_tags_name_the_stage():
+    tags = dev.device_tags(dev.DevicePolicy(torch.device("cpu")), "explain")
+    assert tags["facelens.explain.device"] == "cpu"
+    assert tags["facelens.explain.precision"] == "fp32"
+    assert not any(k.startswith("facelens.device") for k in tags)

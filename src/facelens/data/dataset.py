@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from facelens.constants import EXPRESSIONS
 from facelens.data.targets import check_stats, check_task, raw_targets, standardise
 from facelens.data.transforms import ImageTransform
+from facelens.device import stage_tensor
 
 __all__ = ["FaceDataset"]
 
@@ -172,6 +173,17 @@ class FaceDataset(Dataset):
         other.transform = transform
         return other
 
+    def staged(self, device: torch.device) -> FaceDataset:
+        """A shallow copy whose uint8 images and targets are staged for ``device``
+        (:func:`~facelens.device.stage_tensor`: moved there once when they fit, so batches
+        are sliced and augmented on the device); ``self`` on the CPU."""
+        if device.type == "cpu":
+            return self
+        other = self.with_transform(self.transform)
+        other.images = stage_tensor(self.images, device)
+        other.targets = stage_tensor(self.targets, device)
+        return other
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
@@ -189,7 +201,7 @@ class FaceDataset(Dataset):
         self, indices: Tensor | Sequence[int], generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """Transformed images ``(B, 3, S, S)`` and targets for ``indices``, in one call."""
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
         return self._apply(self.images[idx], generator), self.targets[idx]
 
     def describe(self) -> dict[str, Any]:

@@ -70,16 +70,18 @@ class ImageTransform:
             )
         if self.augment > 0:
             x = self._augment(x, generator)
-        x = (x - self._mean) / self._std
+        x = (x - self._mean.to(x.device)) / self._std.to(x.device)
         return x[0] if single else x
 
     def _augment(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
-        b, s = x.shape[0], self.augment
+        # The random draws come from ``gen`` on the CPU whatever device ``x`` is on, so the
+        # same seed augments the same way on every device; only the pixel work runs there.
+        b, s, dev = x.shape[0], self.augment, x.device
 
         def uniform(low: float, high: float, n: int = b) -> Tensor:
-            return torch.rand(n, generator=gen) * (high - low) + low
+            return (torch.rand(n, generator=gen) * (high - low) + low).to(dev)
 
-        flip = torch.rand(b, generator=gen) < 0.5
+        flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
         angle = uniform(-12.0, 12.0) * s * math.pi / 180.0
         scale = 1.0 + uniform(-0.15, 0.15) * s
         tx, ty = uniform(-0.08, 0.08) * s * 2, uniform(-0.08, 0.08) * s * 2

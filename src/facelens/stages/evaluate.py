@@ -142,7 +142,7 @@ def run(
     for name, table in tables.items():
         table.to_csv(plots_dir / name, index=False)
     write_json(metrics_path, metrics)
-    with train_run(params.tracking, run_id):
+    with train_run(params.tracking, run_id, trained.device_tags("evaluate")):
         _log_metrics(metrics)
         mlflow.log_artifact(str(metrics_path), "evaluation")
         for name in sorted(tables):

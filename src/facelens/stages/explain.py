@@ -75,5 +75,13 @@ def run(
             "maps": [Path(maps_dir) / n for n in sorted(result.arrays)],
         }
         docs = {"faithfulness.json": compact, "faithfulness_details.json": result.summary}
-        log_to_train_run(params.tracking, run_id, "explain", files, docs, result.metrics())
+        log_to_train_run(
+            params.tracking,
+            run_id,
+            "explain",
+            files,
+            docs,
+            result.metrics(),
+            trained.device_tags("explain"),
+        )
     return result.summary

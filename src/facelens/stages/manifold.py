@@ -102,7 +102,15 @@ def run(
         files = {"": [Path(plots_dir) / n for n in names]}
         docs = {"metrics.json": compact, "metrics_details.json": doc}
         metrics = result.flat_metrics("manifold")
-        log_to_train_run(params.tracking, run_id, "manifold", files, docs, metrics)
+        log_to_train_run(
+            params.tracking,
+            run_id,
+            "manifold",
+            files,
+            docs,
+            metrics,
+            trained.device_tags("manifold"),
+        )
     return doc
 
 

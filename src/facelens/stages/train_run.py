@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from facelens.data.dataset import FaceDataset
 from facelens.data.manifest import data_version
 from facelens.data.split_csv import load_splits
-from facelens.device import resolve_device
+from facelens.device import DevicePolicy, device_tags, model_device, resolve_device
 from facelens.errors import DataError
 from facelens.models.export import load_exported
 from facelens.models.meta import ModelMeta
@@ -51,6 +51,10 @@ class TrainedOnTest:
     test_rows: pd.DataFrame
     data_version: str
 
+    def device_tags(self, stage: str) -> dict[str, str]:
+        """``facelens.<stage>.device``... tags: where ``stage`` ran this model (in fp32)."""
+        return device_tags(DevicePolicy(model_device(self.model)), stage)
+
     def dataset(self, rows: pd.DataFrame, prepared_dir: Path) -> FaceDataset:
         """uint8 images of ``rows`` at the model's input size (callers normalise them with
         ``meta.eval_transform()``; attribute targets are not standardised)."""
@@ -77,7 +81,9 @@ def load_trained(
 
 
 @contextmanager
-def train_run(tracking: TrackingParams, run_id: str) -> Iterator[Any]:
+def train_run(
+    tracking: TrackingParams, run_id: str, tags: Mapping[str, str] | None = None
+) -> Iterator[Any]:
     """Reopen the train run ``run_id`` to log into it; it ends ``FINISHED`` again.
 
     A failure inside the block is raised, and the train run is closed as it was found
@@ -86,6 +92,8 @@ def train_run(tracking: TrackingParams, run_id: str) -> Iterator[Any]:
     """
     configure(tracking.tracking_uri, tracking.experiment)
     with tracked_run("train", run_id=run_id, keep_status_on_error=True) as run:
+        if tags:
+            mlflow.set_tags(dict(tags))
         yield run
 
 
@@ -96,11 +104,13 @@ def log_to_train_run(
     files: Mapping[str, Sequence[Path]],
     documents: Mapping[str, Mapping[str, Any]],
     metrics: Mapping[str, float],
+    tags: Mapping[str, str] | None = None,
 ) -> None:
-    """Log ``metrics``, ``files`` (sub-folder of ``artifact_dir`` -> files) and JSON
-    ``documents`` (file name -> document, stored as ``<artifact_dir>/<name>``) to the train run.
+    """Log ``metrics``, ``files`` (sub-folder of ``artifact_dir`` -> files), JSON
+    ``documents`` (file name -> document, stored as ``<artifact_dir>/<name>``) and ``tags`` to
+    the train run.
     """
-    with train_run(tracking, run_id):
+    with train_run(tracking, run_id, tags):
         items = sorted(metrics.items())
         for start in range(0, len(items), _METRICS_PER_BATCH):
             mlflow.log_metrics(dict(items[start : start + _METRICS_PER_BATCH]))

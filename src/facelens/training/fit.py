@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from facelens.device import DevicePolicy, resolve_precision
+from facelens.device import DevicePolicy, deterministic_kernels, resolve_precision
 from facelens.errors import DataError
 from facelens.models.cache import ActivationCache
 from facelens.models.vgg import FaceVGG, apply_freeze
@@ -97,7 +97,7 @@ def fit(
     if params.num_threads is not None:
         torch.set_num_threads(params.num_threads)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), deterministic_kernels(params.deterministic):
             torch.manual_seed(params.seed)
             return _fit(
                 model,
@@ -161,8 +161,12 @@ def _fit(
     use_cache = cache is not None and k >= 1 and not augmenting
     with policy.autocast():
         train_src, val_src = _sources(
-            model, k, train_ds, val_ds, cache if use_cache else None, cache_key_fields
+            model, k, train_ds, val_ds, cache if use_cache else None, cache_key_fields, policy
         )
+    if params.compile:
+        for src in (train_src, val_src):
+            if src is not None:
+                src.compile(model)
     state = _new_state(model, params, train_src.n, gen, use_cache)
     if policy.needs_scaler:
         state.scaler = torch.amp.GradScaler(policy.device.type)
@@ -197,20 +201,25 @@ def _sources(
     val_ds: Dataset | None,
     cache: ActivationCache | None,
     cache_key_fields: dict[str, Any],
+    policy: DevicePolicy,
 ) -> tuple[BatchSource, BatchSource | None]:
-    """Image sources, or cached activations after the ``k`` frozen blocks when ``cache``."""
+    """Image sources, or cached activations after the ``k`` frozen blocks when ``cache``;
+    staged on the policy's device where they fit."""
+    dev = policy.device
     if cache is None:
-        return ImageSource(train_ds), None if val_ds is None else ImageSource(val_ds)
+        val_src = None if val_ds is None else ImageSource(val_ds, dev)
+        return ImageSource(train_ds, dev), val_src
     train_src = ActivationSource(
         cache.get_or_compute(model, k, train_ds, key_fields={**cache_key_fields, "split": "train"}),
         k,
+        dev,
     )
     if val_ds is None:
         return train_src, None
     val_acts = cache.get_or_compute(
         model, k, val_ds, key_fields={**cache_key_fields, "split": "val"}
     )
-    return train_src, ActivationSource(val_acts, k)
+    return train_src, ActivationSource(val_acts, k, dev)
 
 
 def _new_state(

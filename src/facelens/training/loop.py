@@ -48,7 +48,7 @@ def collect_outputs(
             with policy.autocast():
                 out = source.forward(model, x.to(policy.device, non_blocking=True))
             outs.append(out.float().cpu())
-            ys.append(torch.as_tensor(y))
+            ys.append(torch.as_tensor(y).cpu())
     finally:
         model.train(was_training)
     if not outs:

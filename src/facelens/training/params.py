@@ -33,3 +33,10 @@ class TrainParams(BaseModel):
     #: autocast, or ``auto`` (bf16 where the device has native bf16 units, see
     #: :mod:`facelens.device`). Explanations always run in fp32.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    #: Run the training and validation forward passes through ``torch.compile`` (off: see
+    #: benchmarks/README.md for what it costs and gains here).
+    compile: bool = False
+    #: Deterministic kernels (``torch.use_deterministic_algorithms``, no cuDNN autotuning):
+    #: the same seed gives the same weights on a GPU too, at a cost in speed there. The CPU
+    #: kernels used here are deterministic either way.
+    deterministic: bool = False
