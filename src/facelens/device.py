@@ -33,6 +33,7 @@ __all__ = [
     "device_tags",
     "fp32",
     "model_device",
+    "model_input",
     "parse_device_spec",
     "resolve_device",
     "resolve_precision",
@@ -96,6 +97,12 @@ def resolve_device(spec: str = "auto", *, env: bool = True) -> torch.device:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+def model_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch ``(B, 3, H, W)`` as the models take it: on ``device``, channels_last (the
+    layout the models are kept in; convolutions are ~1.5x faster in it on a CPU)."""
+    return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from facelens.data.dataset import FaceDataset
-from facelens.device import model_device
+from facelens.device import model_device, model_input
 from facelens.manifold.alignment import alignment_subset
 from facelens.manifold.params import ManifoldParams
 from facelens.models.meta import ModelMeta
@@ -43,9 +43,9 @@ def manifold_features(
     emb: list[np.ndarray] = []
     outs: list[np.ndarray] = []
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             for start in range(0, len(ds), batch_size):
-                xb = tf(ds.images[start : start + batch_size]).to(device)
+                xb = model_input(tf(ds.images[start : start + batch_size]), device)
                 e = model.embed(xb)  # (B, D)
                 emb.append(e.float().cpu().numpy())
                 outs.append(model.classifier[-1](e).float().cpu().numpy())

@@ -60,6 +60,6 @@ def load_exported(
         )
     state = torch.load(model_dir / "state_dict.pt", map_location=map_location, weights_only=True)
     model.load_state_dict(state, assign=True)
-    model.to(map_location)
+    model.to(map_location, memory_format=torch.channels_last)  # as trained; see model_input
     model.eval()
     return model, meta

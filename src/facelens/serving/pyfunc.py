@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelens.device import resolve_device
+from facelens.device import model_input, resolve_device
 from facelens.errors import ConfigError, DataError
 from facelens.models.export import load_exported
 from facelens.models.layers import resolve_cam_layer
@@ -234,7 +234,7 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
         out: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(images), self._batch_size):
-                x = self._batch(images[start : start + self._batch_size]).to(self._device)
+                x = model_input(self._batch(images[start : start + self._batch_size]), self._device)
                 out.append(self._model(x).float().cpu().numpy().astype(np.float64))  # (B, K)
         if not out:
             return np.zeros((0, self._meta.num_outputs), dtype=np.float64)

@@ -37,7 +37,7 @@ class ImageSource:
             x, y = get_batch(idx, gen)
         else:
             x, y = default_collate([self.ds[int(i)] for i in idx])[:2]
-        return x.contiguous(memory_format=torch.channels_last), y
+        return x.contiguous(memory_format=torch.channels_last), y  # the layout of the model
 
     def forward(self, model: FaceVGG, x: Tensor) -> Tensor:
         return model(x) if self.fn is None else self.fn(x)
