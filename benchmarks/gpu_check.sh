@@ -5,7 +5,8 @@
 #   there:  bash benchmarks/gpu_check.sh           # with `.whl` carried; figures in $OUT
 # It runs the tests marked gpu (tests/gpu), benchmarks/throughput.py (fp32 / bf16 / fp16 at
 # 64, 112 and 224 px against the measured GEMM peak) and the project's cores at 224 px
-# (benchmarks/gpu_cores.py). Copy every figure into benchmarks/README.md with this command.
+# (benchmarks/gpu_cores.py), the cost of train.deterministic, and benchmarks/paths.py (predict,
+# embeddings and the input pipeline against the training step). Copy every figure into benchmarks/README.md with this command.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/facelens-gpu-check}"
@@ -24,6 +25,10 @@ step python3 -m pytest -q -p no:cacheprovider tests/gpu -rs
 step python3 benchmarks/throughput.py --device cuda --precisions fp32 bf16 fp16 \
   --sizes 64 112 224 --train-sizes 64 112 224 --batch 64 --train-batch 64 --gemm-n 8192 \
   --min-seconds 2
+step python3 benchmarks/throughput.py --device cuda --precisions bf16 --sizes --train-sizes 224 \
+  --train-batch 64 --gemm-n 8192 --min-seconds 2 --deterministic
+step python3 benchmarks/paths.py --device cuda --precisions fp32 bf16 --sizes 112 224 \
+  --batch 64 256 --train-batch 64 --gemm-n 8192 --min-seconds 2
 step python3 benchmarks/gpu_cores.py --device cuda --precision auto --size 224 \
   --identities 60 --epochs 3 --batch 64 --cams 64
 echo "gpu_check exit status: $status" | tee -a "$out/gpu_check.log"

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchvision.models import vgg16_bn
 
-from facelens.device import DevicePolicy, autocast, cpu_has_bf16
+from facelens.device import DevicePolicy, autocast, cpu_has_bf16, deterministic_kernels
 
 
 def _sync(device: torch.device) -> None:
@@ -108,7 +108,7 @@ def train_rate(model, size, batch, device, precision, min_s) -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 112, 224])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[64, 112, 224])
     ap.add_argument("--train-sizes", type=int, nargs="*", default=[64, 112])
     ap.add_argument("--batch", type=int, default=8, help="forward batch size")
     ap.add_argument("--train-batch", type=int, default=16)
@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gemm-n", type=int, default=2048)
     ap.add_argument("--min-seconds", type=float, default=3.0, help="timing window per figure")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels, no cuDNN autotuning (train.deterministic: its cost)",
+    )
     args = ap.parse_args(argv)
     for value in [*args.sizes, *args.train_sizes, args.batch, args.train_batch, args.gemm_n]:
         if value < 1:
@@ -124,9 +129,14 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = DevicePolicy.resolve(args.device).device
     precisions = args.precisions or ["fp32", "bf16"]
+    with deterministic_kernels(args.deterministic):
+        _run(args, device, precisions)
+
+
+def _run(args: argparse.Namespace, device: torch.device, precisions: list[str]) -> None:
     print(
         f"device {device} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
-        f"cpu bf16 units: {cpu_has_bf16()}",
+        f"cpu bf16 units: {cpu_has_bf16()} | deterministic: {args.deterministic}",
         flush=True,
     )
     peaks = {p: gemm_peak(device, p, args.gemm_n, args.min_seconds) for p in precisions}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,31 @@ def test_device_is_checked_but_never_a_stage_param() -> None:
     assert "device" not in listed and "train" in listed
     with pytest.raises(ConfigError, match=r"train\.precision"):
         parse_params({"train": {"precision": "half"}})
+
+
+def _readme_paper_overrides() -> list[tuple[str, object]]:
+    """The ``-S key=value`` overrides of the README's "The paper's setting" command."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## The paper's setting", 1)[1].split("\n## ", 1)[0]
+    command = section.split("```bash", 1)[1].split("```", 1)[0]
+    pairs = re.findall(r"-S\s+'?([\w.]+)=([^'\s]+)'?", command)
+    return [(key, yaml.safe_load(value)) for key, value in pairs]
+
+
+def test_the_readme_paper_setting_is_valid_params() -> None:
+    """The README's one command for arXiv 2404.18352's setting sets keys that exist, to
+    values the params models accept (224 px attributes, ImageNet VGG16, 120 epochs)."""
+    overrides = _readme_paper_overrides()
+    raw = _raw()
+    for key, value in overrides:
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        assert leaf in node, f"README sets {key}, which params.yaml does not have"
+        node[leaf] = value
+    params = parse_params(raw)
+    assert params.task == "attributes" and params.data.source == "attributes_table"
+    assert params.model.input_size == params.data.image_size == 224
+    assert params.model.weights == "imagenet" and params.model.arch == "vgg16"
+    assert params.train.epochs == 120
