@@ -38,6 +38,7 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "stage_tensor",
+    "to_device",
 ]
 
 #: Environment variable that overrides the device (the served model reads it when it loads).
@@ -217,16 +218,25 @@ def _free_bytes(device: torch.device) -> int | None:
 
 
 def stage_tensor(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` where a training loop reads it fastest: moved to ``device`` once when it fits
-    in :data:`DEVICE_DATA_SHARE` of the free memory there, else (CUDA) pinned so batches copy
-    ``non_blocking``. The CPU, and a tensor already there, get ``tensor`` itself (no copy)."""
+    """``tensor`` moved to ``device`` once when it fits in :data:`DEVICE_DATA_SHARE` of the
+    free memory there; else ``tensor`` itself (callers then copy batches, see
+    :func:`to_device`). The CPU, and a tensor already there, get ``tensor`` (no copy)."""
     if device.type == "cpu" or tensor.device == device:
         return tensor
     free = _free_bytes(device)
     nbytes = tensor.element_size() * tensor.numel()
     if free is None or nbytes <= DEVICE_DATA_SHARE * free:
         return tensor.to(device)
-    return tensor.pin_memory() if device.type == "cuda" else tensor
+    return tensor
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch copied to ``device``: through pinned memory and ``non_blocking`` for CUDA."""
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def device_tags(policy: DevicePolicy, stage: str | None = None) -> dict[str, str]:

@@ -118,6 +118,7 @@ def test_stage_tensor_moves_what_fits_and_leaves_the_cpu_alone(monkeypatch):
     assert dev.stage_tensor(t, META).device == META
     monkeypatch.setattr(dev, "_free_bytes", lambda device: 1000)  # 768 B > 0.4 * 1000 B
     assert dev.stage_tensor(t, META) is t  # too big: batches are copied from the host
+    assert dev.to_device(t[:2], META).device == META
     monkeypatch.setattr(dev, "_free_bytes", lambda device: 2000)
     assert dev.stage_tensor(t, META).device == META
 
@@ -151,6 +152,18 @@ def test_batches_are_sliced_and_augmented_on_the_device_with_the_same_draws():
     assert x.shape == x_cpu.shape == (3, 3, 32, 32)
     assert x.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(g_dev.get_state(), g_cpu.get_state())
+
+
+def test_a_dataset_too_big_for_the_device_is_augmented_there_batch_by_batch(monkeypatch):
+    from facelens.training.sources import ImageSource
+
+    monkeypatch.setattr(dev, "_free_bytes", lambda device: 1000)  # nothing fits
+    ds = _augmenting_dataset()
+    src = ImageSource(ds, META)
+    assert src.ds.images.device.type == "cpu"  # left on the host...
+    x, y = src.batch(torch.tensor([1, 4]), torch.Generator().manual_seed(0))
+    assert x.device == META and y.device == META  # ...but each batch is transformed there
+    assert x.shape == (2, 3, 32, 32)
 
 
 def test_cached_activations_live_on_the_device_when_they_fit():

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from facelens.constants import EXPRESSIONS
 from facelens.data.targets import check_stats, check_task, raw_targets, standardise
 from facelens.data.transforms import ImageTransform
-from facelens.device import stage_tensor
+from facelens.device import stage_tensor, to_device
 
 __all__ = ["FaceDataset"]
 
@@ -59,7 +59,11 @@ class FaceDataset(Dataset):
         target_names: class names or attribute names (without ``attr_``).
         target_stats: ``(mean, std)`` used to standardise attributes, or ``None``.
         transform: applied by ``__getitem__`` / ``get_batch``.
+        batch_device: where ``get_batch`` transforms (see :meth:`staged`); ``None``: where
+            the images are.
     """
+
+    batch_device: torch.device | None = None
 
     def __init__(
         self,
@@ -174,14 +178,16 @@ class FaceDataset(Dataset):
         return other
 
     def staged(self, device: torch.device) -> FaceDataset:
-        """A shallow copy whose uint8 images and targets are staged for ``device``
-        (:func:`~facelens.device.stage_tensor`: moved there once when they fit, so batches
-        are sliced and augmented on the device); ``self`` on the CPU."""
+        """A shallow copy whose batches are transformed on ``device``: its uint8 images and
+        targets are moved there once when they fit (:func:`~facelens.device.stage_tensor`),
+        else each batch's uint8 slice is copied there before the transform (a quarter of the
+        bytes of the float batch). ``self`` on the CPU."""
         if device.type == "cpu":
             return self
         other = self.with_transform(self.transform)
         other.images = stage_tensor(self.images, device)
         other.targets = stage_tensor(self.targets, device)
+        other.batch_device = device
         return other
 
     def __len__(self) -> int:
@@ -202,7 +208,10 @@ class FaceDataset(Dataset):
     ) -> tuple[Tensor, Tensor]:
         """Transformed images ``(B, 3, S, S)`` and targets for ``indices``, in one call."""
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
-        return self._apply(self.images[idx], generator), self.targets[idx]
+        x, y = self.images[idx], self.targets[idx]
+        if self.batch_device is not None:  # staged, but too big to live on the device
+            x, y = to_device(x, self.batch_device), to_device(y, self.batch_device)
+        return self._apply(x, generator), y
 
     def describe(self) -> dict[str, Any]:
         """Small JSON-friendly summary (size, task, input size, transform)."""
