@@ -224,6 +224,32 @@ def test_cached_training_matches_image_training(tmp_path: Path) -> None:
     assert cache.misses == 2 and cache.hits == 2  # second trial reuses both
 
 
+def test_bf16_training_on_the_default_float16_cache(tmp_path: Path) -> None:
+    """bf16 autocast with frozen blocks builds the (float16) activation cache and trains
+    on it; the cache key records the precision, so fp32 runs never reuse bf16 activations."""
+    train, val = _datasets(n=12, augment=0.0)
+    params = TrainParams(epochs=2, batch_size=6, augment=0.0, trainable_blocks=2, precision="bf16")
+    cache = ActivationCache(tmp_path)
+    key = {"arch": "vgg16_bn", "data_version": "test"}
+    policy = DevicePolicy(torch.device("cpu"), "bf16")
+    history = fit(
+        _model(),
+        train,
+        val,
+        params,
+        "expression",
+        cache=cache,
+        cache_key_fields=key,
+        progress=False,
+        policy=policy,
+    )
+    assert history.used_cache and cache.misses == 2
+    assert all(math.isfinite(e.train_loss) for e in history.epochs)
+    fp32 = params.model_copy(update={"precision": "fp32"})
+    fit(_model(), train, val, fp32, "expression", cache=cache, cache_key_fields=key, progress=False)
+    assert cache.misses == 4  # not the bf16 entries
+
+
 def test_early_stopping_and_errors() -> None:
     train, val = _datasets(n=8)
     # all blocks frozen, negligible lr: the validation metric cannot improve after epoch 1

@@ -191,7 +191,10 @@ class ActivationCache:
                     targets.append(torch.as_tensor(y))
         finally:
             model.train(was_training)
-        return TensorDataset(torch.cat(acts), torch.cat(targets))
+        # The caller may compute inside a bf16 autocast region, where the CPU's autocast
+        # refuses to concatenate the float16 pieces ("Unexpected floating ScalarType").
+        with torch.autocast("cpu", enabled=False):
+            return TensorDataset(torch.cat(acts), torch.cat(targets))
 
     def _write(self, path: Path, ds: TensorDataset, fields: dict[str, Any], k: int) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
