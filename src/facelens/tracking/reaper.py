@@ -88,7 +88,7 @@ def _boot_id() -> str:
 
 def process_identity(pid: int) -> str | None:
     """``"<boot id>:<start ticks>"`` of process ``pid``; ``""`` when it is alive but ``/proc``
-    cannot tell its start (not Linux); None when no such process exists."""
+    cannot tell its start (not Linux); None when no such process exists (or it is a zombie)."""
     try:
         stat = (_PROC / str(pid) / "stat").read_text()
     except FileNotFoundError:
@@ -96,8 +96,11 @@ def process_identity(pid: int) -> str | None:
     except OSError:
         return _alive_elsewhere(pid)
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
-    # Field 22, starttime, is the 20th field after the closing parenthesis.
+    # Field 3 is the state (Z: a zombie, dead but not yet waited for); field 22, starttime, is
+    # the 20th field after the closing parenthesis.
     fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
     return f"{_boot_id()}:{fields[19]}"
 
 

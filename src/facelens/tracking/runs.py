@@ -186,7 +186,8 @@ def launcher_parent(
 @contextmanager
 def _launcher_hidden() -> Iterator[None]:
     """``MLFLOW_RUN_ID`` out of the environment around ``mlflow.start_run``, which would
-    otherwise resume it (and delete it for the rest of the process and its children)."""
+    otherwise resume it, and ``mlflow.end_run``; both delete it for the rest of the process and
+    its children, where later runs must still find their parent."""
     launcher = os.environ.pop(LAUNCHER_RUN_ENV, None)
     try:
         yield
@@ -271,7 +272,8 @@ def tracked_run(
             client.set_tag(own_id, _ERROR_TAG, message)
         active = mlflow.active_run()
         if active is not None and active.info.run_id == own_id:
-            mlflow.end_run(status=status)
+            with _launcher_hidden():  # end_run deletes MLFLOW_RUN_ID too
+                mlflow.end_run(status=status)
         else:  # the block ended our run itself or left a child open: close ours by id
             client.set_terminated(own_id, status=status)
 
