@@ -28,7 +28,7 @@ def launcher(sqlite_store, monkeypatch) -> str:
     return run_id
 
 
-def test_stage_runs_nest_under_the_launcher_instead_of_resuming_it(launcher, monkeypatch) -> None:
+def test_stage_runs_nest_under_the_launcher_instead_of_resuming_it(launcher) -> None:
     client = MlflowClient()
     with tracked_run("tune study") as parent, tracked_run("trial-000", nested=True) as trial:
         pass

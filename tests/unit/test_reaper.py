@@ -143,3 +143,13 @@ def test_launcher_parent(run_id, nested, active, want) -> None:
     assert launcher_parent(env, run_id=run_id, nested=nested, active=active) == want
     assert launcher_parent({}, run_id=None, nested=False, active=False) is None
     assert launcher_parent({"MLFLOW_RUN_ID": ""}, run_id=None, nested=False, active=False) is None
+
+
+def test_cli_help_states_the_default_stale_threshold() -> None:
+    from typer.testing import CliRunner
+
+    from facelens.cli.app import app
+
+    result = CliRunner().invoke(app, ["runs", "reap", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert f"{STALE_AFTER_S:.0f}" in result.output and "--dry-run" in result.output
