@@ -13,11 +13,13 @@ from facelens.tracking.reaper import (
     HOST_TAG,
     ON_DEATH_TAG,
     PID_TAG,
+    PIDNS_TAG,
     PROCESS_TAG,
     STALE_AFTER_S,
     Owner,
     judge,
     owner_tags,
+    pid_namespace,
     process_identity,
 )
 from facelens.tracking.runs import launcher_parent
@@ -36,11 +38,12 @@ def _judge(tags, processes: dict[int, str], now: float = NOW) -> str | None:
 
 
 def test_owner_tags_round_trip() -> None:
-    owner = Owner("h", 7, "b:9", 123.0, "FINISHED")
+    owner = Owner("h", 7, "b:9", 123.0, "FINISHED", "pid:[1]")
     tags = owner_tags(owner)
     assert tags == {
         HOST_TAG: "h",
         PID_TAG: "7",
+        PIDNS_TAG: "pid:[1]",
         PROCESS_TAG: "b:9",
         HEARTBEAT_TAG: "123",
         ON_DEATH_TAG: "FINISHED",
@@ -110,6 +113,18 @@ def test_stale_threshold_is_a_parameter() -> None:
     assert judge(tags, host=HERE, identity_of=dict().get, now=NOW, stale_after_s=101) is None
 
 
+def test_same_host_name_in_another_pid_namespace_is_judged_by_heartbeat() -> None:
+    # Two containers sharing the host's name (docker --network host) see different pids.
+    owner = Owner(HERE, 42, f"{BOOT}:500", NOW - STALE_AFTER_S - 1, "KILLED", "pid:[2]")
+    tags = owner_tags(owner)
+    same = judge(tags, host=HERE, identity_of=dict().get, now=NOW, pidns="pid:[2]")
+    assert same == f"process 42 on {HERE} is gone"
+    other = judge(tags, host=HERE, identity_of=dict().get, now=NOW, pidns="pid:[1]")
+    assert other is not None and "heartbeat" in other
+    fresh = owner_tags(Owner(HERE, 42, f"{BOOT}:500", NOW, "KILLED", "pid:[2]"))
+    assert judge(fresh, host=HERE, identity_of=dict().get, now=NOW, pidns="pid:[1]") is None
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_process_identity_of_this_and_of_no_process() -> None:
     mine = process_identity(os.getpid())
@@ -120,11 +135,13 @@ def test_process_identity_of_this_and_of_no_process() -> None:
     assert process_identity(os.getppid()) not in (None, mine)
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     assert process_identity(pid_max + 1) is None  # no pid can be that large
+    assert pid_namespace().startswith("pid:[")
 
 
 def test_current_owner_is_this_process_on_this_host() -> None:
     owner = Owner.current("FINISHED")
     assert owner.host == socket.gethostname() and owner.pid == os.getpid()
+    assert owner.pidns == pid_namespace()
     assert owner.on_death == "FINISHED"
     assert judge(owner_tags(owner), host=owner.host, identity_of=process_identity, now=NOW) is None
 

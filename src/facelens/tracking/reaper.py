@@ -4,7 +4,9 @@ A process killed with SIGKILL (or by the OOM killer, a lost node, a closed lapto
 MLflow run, which then shows ``RUNNING`` forever. Every run a facelens process starts or resumes
 therefore carries an *owner stamp* (tags, see :func:`owner_tags`):
 
-- ``facelens.owner.host`` and ``facelens.owner.pid``: where the owning process runs;
+- ``facelens.owner.host``, ``facelens.owner.pid`` and ``facelens.owner.pidns``: where the
+  owning process runs (the pid namespace tells two containers that share a host name apart,
+  as under ``docker run --network host``: each sees only its own pids);
 - ``facelens.owner.process``: that process's identity, ``<boot id>:<start time in clock
   ticks>`` from ``/proc`` (Linux), so a pid reused by another process, or a reboot, is told
   apart from the owner still running; empty where ``/proc`` is absent (then only "is the pid
@@ -17,7 +19,8 @@ therefore carries an *owner stamp* (tags, see :func:`owner_tags`):
 
 Why both a process stamp and a heartbeat: on the owner's host the stamp is exact and immediate
 (a dead process is known dead now, with no clock and no threshold), so the heartbeat is never
-consulted there. From another host the process cannot be inspected; there only a heartbeat
+consulted there. From another host (or pid namespace) the process cannot be inspected; there
+only a heartbeat
 older than ``stale_after_s`` (default :data:`STALE_AFTER_S`, ten missed beats) marks the run
 dead, which assumes the hosts' clocks agree to well within that. Runs without a stamp (started
 by other tools) are never touched.
@@ -46,6 +49,7 @@ __all__ = [
     "HEARTBEAT_TAG",
     "HOST_TAG",
     "ON_DEATH_TAG",
+    "PIDNS_TAG",
     "PID_TAG",
     "PROCESS_TAG",
     "REAPED_TAG",
@@ -56,12 +60,14 @@ __all__ = [
     "find_dead",
     "judge",
     "owner_tags",
+    "pid_namespace",
     "process_identity",
     "reap",
 ]
 
 HOST_TAG = "facelens.owner.host"
 PID_TAG = "facelens.owner.pid"
+PIDNS_TAG = "facelens.owner.pidns"
 PROCESS_TAG = "facelens.owner.process"
 HEARTBEAT_TAG = "facelens.owner.heartbeat"
 ON_DEATH_TAG = "facelens.owner.on_death"
@@ -104,6 +110,14 @@ def process_identity(pid: int) -> str | None:
     return f"{_boot_id()}:{fields[19]}"
 
 
+def pid_namespace() -> str:
+    """This process's pid namespace (``pid:[4026531836]``); ``""`` where ``/proc`` lacks it."""
+    try:
+        return os.readlink(_PROC / "self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _alive_elsewhere(pid: int) -> str | None:
     try:
         os.kill(pid, 0)
@@ -123,12 +137,14 @@ class Owner:
     process: str  # process_identity() at start; "" when unknown
     heartbeat: float | None  # Unix time of the last beat
     on_death: str  # KILLED or FINISHED
+    pidns: str = ""  # pid_namespace(); "" when unknown
 
     @classmethod
     def current(cls, on_death: str = _KILLED) -> Owner:
         """This process, beating now."""
         pid = os.getpid()
-        return cls(socket.gethostname(), pid, process_identity(pid) or "", time.time(), on_death)
+        identity = process_identity(pid) or ""
+        return cls(socket.gethostname(), pid, identity, time.time(), on_death, pid_namespace())
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> Owner | None:
@@ -144,7 +160,8 @@ class Owner:
         on_death = tags.get(ON_DEATH_TAG, _KILLED)
         if on_death not in (_KILLED, _FINISHED):
             on_death = _KILLED
-        return cls(host, pid, tags.get(PROCESS_TAG, ""), beat, on_death)
+        process, pidns = tags.get(PROCESS_TAG, ""), tags.get(PIDNS_TAG, "")
+        return cls(host, pid, process, beat, on_death, pidns)
 
 
 def owner_tags(owner: Owner) -> dict[str, str]:
@@ -152,6 +169,7 @@ def owner_tags(owner: Owner) -> dict[str, str]:
     return {
         HOST_TAG: owner.host,
         PID_TAG: str(owner.pid),
+        PIDNS_TAG: owner.pidns,
         PROCESS_TAG: owner.process,
         HEARTBEAT_TAG: f"{owner.heartbeat or time.time():.0f}",
         ON_DEATH_TAG: owner.on_death,
@@ -165,6 +183,7 @@ def judge(
     identity_of: Callable[[int], str | None],
     now: float,
     stale_after_s: float = STALE_AFTER_S,
+    pidns: str = "",
 ) -> str | None:
     """Why the owner of a ``RUNNING`` run with ``tags`` is dead, or None when it is alive or
     cannot be judged (no stamp; another host with no heartbeat or a fresh one).
@@ -174,11 +193,14 @@ def judge(
         identity_of: ``pid -> process_identity(pid)`` on this host.
         now: the current Unix time.
         stale_after_s: age beyond which another host's heartbeat means its owner is dead.
+        pidns: this process's pid namespace (:func:`pid_namespace`); an owner in another one
+            is judged like one on another host.
     """
     owner = Owner.from_tags(tags)
     if owner is None:
         return None
-    if owner.host == host:
+    same_namespace = not owner.pidns or not pidns or owner.pidns == pidns
+    if owner.host == host and same_namespace:
         current = identity_of(owner.pid)
         if current is None:
             return f"process {owner.pid} on {host} is gone"
@@ -236,6 +258,7 @@ def _verdict(run: Any, *, now: float | None, stale_after_s: float) -> Reaped | N
         tags,
         host=socket.gethostname(),
         identity_of=process_identity,
+        pidns=pid_namespace(),
         now=time.time() if now is None else now,
         stale_after_s=stale_after_s,
     )
