@@ -17,7 +17,7 @@ from facelens.cli.console import out
 from facelens.cli.data import data_app
 from facelens.cli.explain import explain
 from facelens.cli.predict import predict
-from facelens.cli.runs import runs
+from facelens.cli.runs import runs_app
 
 # The commands draw their own progress; MLflow's per-file download bars would interleave.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -32,6 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
 
 
 def _version_callback(value: bool) -> None:
@@ -63,11 +64,12 @@ def main(
 
         facelens runs --limit 10
 
+        facelens runs reap --dry-run
+
         facelens compare <run_id> models:/facelens-expression@champion --out report.html
     """
 
 
 app.command("predict")(predict)
 app.command("explain")(explain)
-app.command("runs")(runs)
 app.command("compare")(compare)

@@ -1,4 +1,5 @@
-"""``facelens runs``: the recent MLflow runs with their key metrics."""
+"""``facelens runs``: the recent MLflow runs with their key metrics; ``facelens runs reap``:
+close the runs whose process died."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from rich.table import Table
 from facelens.cli.console import fail, out, print_table
 from facelens.cli.defaults import tracking_uri
 
-__all__ = ["runs"]
+__all__ = ["runs", "runs_app"]
+
+runs_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
 
 #: Metrics shown by ``facelens runs`` when a run has them.
 _KEY_METRICS = (
@@ -34,38 +42,33 @@ def _iso(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+@runs_app.callback()
 def runs(
+    ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Runs to show.")] = 20,
     experiment: Annotated[
         str | None, typer.Option("--experiment", "-e", help="Only this experiment (name).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (all metrics).")] = False,
 ) -> None:
-    """List recent MLflow runs (newest first) with their key metrics.
+    """List recent MLflow runs (newest first) with their key metrics; `reap` closes the runs
+    whose process died.
 
     Examples:
 
         facelens runs
 
         facelens runs --limit 5 --experiment facelens --json
+
+        facelens runs reap --dry-run
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from mlflow import MlflowClient
 
     uri = tracking_uri()
     client = MlflowClient(tracking_uri=uri)
-    try:
-        experiments = {e.experiment_id: e.name for e in client.search_experiments()}
-    except Exception as exc:  # unreachable server, corrupt store: one line, exit 1
-        fail(f"{uri}: cannot read the MLflow store ({str(exc).splitlines()[0][:200]})")
-    if experiment is not None:
-        ids = [i for i, n in experiments.items() if n == experiment]
-        if not ids:
-            fail(
-                f"experiment {experiment!r} not found in {uri}; "
-                f"known: {', '.join(sorted(experiments.values())) or 'none'}"
-            )
-    else:
-        ids = list(experiments)
+    experiments, ids = _experiments(client, uri, experiment)
     found = (
         client.search_runs(ids, max_results=limit, order_by=["attributes.start_time DESC"])
         if ids
@@ -79,6 +82,73 @@ def runs(
         out.print(f"no runs in {uri}", markup=False)
         return
     print_table(_runs_table(records, uri))
+
+
+def _experiments(client, uri: str, experiment: str | None) -> tuple[dict[str, str], list[str]]:
+    """All experiments (id -> name) and the ids selected by ``experiment`` (all when None);
+    exit 1 with one line when the store is unreadable or the experiment unknown."""
+    try:
+        experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    except Exception as exc:  # unreachable server, corrupt store: one line, exit 1
+        fail(f"{uri}: cannot read the MLflow store ({str(exc).splitlines()[0][:200]})")
+    if experiment is None:
+        return experiments, list(experiments)
+    ids = [i for i, n in experiments.items() if n == experiment]
+    if not ids:
+        fail(
+            f"experiment {experiment!r} not found in {uri}; "
+            f"known: {', '.join(sorted(experiments.values())) or 'none'}"
+        )
+    return experiments, ids
+
+
+@runs_app.command("reap")
+def reap(
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", "-e", help="Only this experiment (name).")
+    ] = None,
+    stale_after: Annotated[
+        float | None,
+        typer.Option(
+            "--stale-after",
+            min=1.0,
+            help="Seconds without a heartbeat after which a run of another host is dead "
+            "(default: ten missed heartbeats, 600).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list the runs that would be closed.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Mark KILLED the RUNNING runs whose process died: on this host, its process id is gone or
+    now belongs to another process; on another host, its heartbeat is older than
+    --stale-after. Runs facelens did not start are left alone; a finished train run that a
+    later stage reopened gets FINISHED back. Every stage does this for its experiment first.
+
+    Examples:
+
+        facelens runs reap --dry-run
+
+        facelens runs reap --experiment facelens --json
+    """
+    from mlflow import MlflowClient
+
+    from facelens.tracking.reaper import STALE_AFTER_S
+    from facelens.tracking.reaper import reap as reap_runs
+
+    uri = tracking_uri()
+    client = MlflowClient(tracking_uri=uri)
+    _, ids = _experiments(client, uri, experiment)
+    stale_after_s = STALE_AFTER_S if stale_after is None else stale_after
+    closed = reap_runs(client, ids, stale_after_s=stale_after_s, dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps([dict(vars(r), dry_run=dry_run) for r in closed], indent=2))
+        return
+    verb = "would close" if dry_run else "closed"
+    for r in closed:
+        out.print(f"{verb} {r.line()}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"{verb} {len(closed)} dead run(s) in {uri}", markup=False, highlight=False)
 
 
 def _record(run, experiments: dict[str, str]) -> dict:

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from facelens.config import Params
 from facelens.tracking.registry import promote, register
-from facelens.tracking.runs import configure
+from facelens.tracking.runs import configure_stage
 
 __all__ = ["HEADLINE_TEST_METRICS", "run"]
 
@@ -29,7 +29,7 @@ def run(params: Params, train_run: dict[str, Any], metrics: dict[str, Any]) -> d
     Returns:
         The decision (written to ``reports/registry.json``).
     """
-    configure(params.tracking.tracking_uri, params.tracking.experiment)
+    configure_stage(params.tracking.tracking_uri, params.tracking.experiment)
     name = params.registered_model_name
     version = register(
         train_run["model_uri"],

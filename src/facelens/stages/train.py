@@ -20,7 +20,7 @@ from facelens.serving.log_model import log_pyfunc_model
 from facelens.serving.schema import model_signature
 from facelens.tracking.runs import (
     MlflowEpochLogger,
-    configure,
+    configure_stage,
     lineage_tags,
     log_dataset,
     tracked_run,
@@ -88,7 +88,7 @@ def run(
     run_id_file = ckpt_dir / "mlflow_run_id"
     resume_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
 
-    configure(params.tracking.tracking_uri, params.tracking.experiment)
+    configure_stage(params.tracking.tracking_uri, params.tracking.experiment)
     tags = lineage_tags(Path.cwd(), params=params, data_version=version)
     tags.update({"facelens.stage": "train", "facelens.task": params.task})
     policy = DevicePolicy.resolve(params.device, recipe.train.precision)

@@ -24,7 +24,7 @@ from facelens.models.export import load_exported
 from facelens.models.meta import ModelMeta
 from facelens.models.vgg import FaceVGG
 from facelens.tracking.params import TrackingParams
-from facelens.tracking.runs import configure, tracked_run
+from facelens.tracking.runs import configure_stage, tracked_run
 
 __all__ = [
     "FIGURE_DPI",
@@ -90,7 +90,7 @@ def train_run(
     (``FINISHED``): a stage that fails after training never marks the trained model's run as
     failed.
     """
-    configure(tracking.tracking_uri, tracking.experiment)
+    configure_stage(tracking.tracking_uri, tracking.experiment)
     with tracked_run("train", run_id=run_id, keep_status_on_error=True) as run:
         if tags:
             mlflow.set_tags(dict(tags))

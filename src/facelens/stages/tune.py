@@ -20,7 +20,7 @@ from facelens.data.split import stratified_subset
 from facelens.data.split_csv import load_splits
 from facelens.device import DevicePolicy, device_tags
 from facelens.models.cache import ActivationCache
-from facelens.tracking.runs import configure
+from facelens.tracking.runs import configure_stage
 from facelens.tracking.study import MlflowStudyTracker
 from facelens.training.history import EpochResult
 from facelens.training.recipe import make_recipe, train_model
@@ -85,7 +85,7 @@ def run(
     train_rows, val_rows = load_splits(prepared_dir, splits_dir, ("train", "val"))
     train_rows = stratified_subset(train_rows, params.tune.train_fraction, params.tune.seed)
     version = data_version(prepared_dir)
-    configure(params.tracking.tracking_uri, params.tracking.experiment)
+    configure_stage(params.tracking.tracking_uri, params.tracking.experiment)
     tune = params.tune.model_copy(update={"study_name": study_name(params, version)})
     cache = ActivationCache(cache_dir, dtype=getattr(torch, cache_dtype)) if use_cache else None
     decoded: dict[tuple[Any, ...], FaceDataset] = {}  # images decoded once per study

@@ -4,6 +4,16 @@ This is the only module that starts MLflow runs. Runs are opened by :func:`track
 context manager that always closes them (``FINISHED``, ``FAILED`` or ``KILLED``), and
 training reports through :class:`MlflowEpochLogger`, a ``fit()`` callback, so training code
 never imports mlflow.
+
+Every run started or resumed here carries its owner's stamp and heartbeat
+(:mod:`facelens.tracking.reaper`), so a run whose process died is found and closed by
+:func:`configure_stage`, which every stage calls before its first run.
+
+Under ``mlflow run`` (an ``MLproject`` entry point), MLflow exports ``MLFLOW_RUN_ID``, the
+project's run, to the command, and a plain ``mlflow.start_run()`` would *resume* that run in
+every stage, collapsing all of them into it. :func:`tracked_run` instead starts each stage's new
+top-level run as a child of it (``mlflow.parentRunId``): the project's run is the parent of the
+stages' runs, and those of their nested runs (tuning trials) one level further down.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,20 +32,28 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
 from facelens._io import canonical_hash, flatten_metrics
+from facelens.errors import ConfigError
+from facelens.tracking.reaper import Heartbeat, Owner, Reaped, owner_tags, reap
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
+    "LAUNCHER_RUN_ENV",
     "MlflowEpochLogger",
     "configure",
+    "configure_stage",
+    "launcher_parent",
     "lineage_tags",
     "log_dataset",
     "tracked_run",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: Set by ``mlflow run`` to the project's run id (MLflow's own name for it).
+LAUNCHER_RUN_ENV = "MLFLOW_RUN_ID"
 _ERROR_TAG = "error"
 _MAX_TAG_CHARS = 5000
 _UNKNOWN = "unknown"
@@ -66,6 +85,23 @@ def configure(
         mlflow.create_experiment(experiment, artifact_location=artifact_location)
     mlflow.set_experiment(experiment)
     return uri
+
+
+def configure_stage(tracking_uri: str | None, experiment: str) -> list[Reaped]:
+    """:func:`configure`, then close the experiment's dead runs (:func:`reaper.reap
+    <facelens.tracking.reaper.reap>`), printing one line per run on stderr: what every stage
+    that records to MLflow calls before its first run.
+
+    Returns:
+        The runs closed.
+    """
+    configure(tracking_uri, experiment)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    closed = reap(client, [exp.experiment_id]) if exp is not None else []
+    for dead in closed:
+        print(f"reaped {dead.line()}", file=sys.stderr)
+    return closed
 
 
 def _git(repo_dir: Path, *args: str) -> str | None:
@@ -133,6 +169,58 @@ def _exit_status(exc: BaseException | None) -> str:
     return RunStatus.to_string(RunStatus.FAILED)
 
 
+def launcher_parent(
+    env: Mapping[str, str], *, run_id: str | None, nested: bool, active: bool
+) -> str | None:
+    """The run a new run must be nested under because this process was launched inside it
+    (``MLFLOW_RUN_ID``, exported by ``mlflow run``), or None.
+
+    Only a new top-level run gets one: a resumed run keeps its parent and a nested run's parent
+    is the active run.
+    """
+    if run_id is not None or nested or active:
+        return None
+    return env.get(LAUNCHER_RUN_ENV) or None
+
+
+@contextmanager
+def _launcher_hidden() -> Iterator[None]:
+    """``MLFLOW_RUN_ID`` out of the environment around ``mlflow.start_run``, which would
+    otherwise resume it, and ``mlflow.end_run``; both delete it for the rest of the process and
+    its children, where later runs must still find their parent."""
+    launcher = os.environ.pop(LAUNCHER_RUN_ENV, None)
+    try:
+        yield
+    finally:
+        if launcher is not None:
+            os.environ[LAUNCHER_RUN_ENV] = launcher
+
+
+def _start(
+    name: str, tags: dict[str, str], *, nested: bool, run_id: str | None
+) -> mlflow.ActiveRun:
+    parent = launcher_parent(
+        os.environ, run_id=run_id, nested=nested, active=mlflow.active_run() is not None
+    )
+    try:
+        with _launcher_hidden():
+            return mlflow.start_run(
+                run_id=run_id,
+                run_name=None if run_id else name,  # a resumed run keeps its name
+                nested=nested,
+                parent_run_id=parent,
+                tags=tags,
+            )
+    except MlflowException as exc:
+        if parent is None:
+            raise
+        raise ConfigError(
+            f"{LAUNCHER_RUN_ENV}={parent}: cannot nest run {name!r} under it in "
+            f"{mlflow.get_tracking_uri()} ({exc.message.splitlines()[0]}); unset "
+            f"{LAUNCHER_RUN_ENV} or point MLFLOW_TRACKING_URI at the store that holds it"
+        ) from None
+
+
 @contextmanager
 def tracked_run(
     name: str,
@@ -146,7 +234,10 @@ def tracked_run(
 
     The run ends ``FINISHED`` when the block completes, ``KILLED`` on ``KeyboardInterrupt``
     and ``FAILED`` on any other exception (with the exception in the ``error`` tag); the
-    exception propagates.
+    exception propagates. While it is open the run carries this process's owner stamp and a
+    heartbeat, so that if the process dies :func:`facelens.tracking.reaper.reap` closes it.
+    A new top-level run started inside ``mlflow run`` is nested under the project's run
+    (:func:`launcher_parent`).
 
     Args:
         name: the name of a new run (a resumed run keeps the name it has).
@@ -155,21 +246,21 @@ def tracked_run(
         run_id: resume this run instead of creating one.
         keep_status_on_error: end ``FINISHED`` even when the block fails (the failure goes
             to the ``error`` tag): for a later stage logging into a run that already
-            finished, whose own outcome must not change.
+            finished, whose own outcome must not change (nor does the reaper's, should this
+            process die).
 
     Yields:
         The active run.
     """
-    run = mlflow.start_run(
-        run_id=run_id,
-        run_name=None if run_id else name,  # a resumed run keeps its name
-        nested=nested,
-        tags={k: str(v) for k, v in (tags or {}).items()},
-    )
+    on_death = RunStatus.FINISHED if keep_status_on_error else RunStatus.KILLED
+    all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    all_tags.update(owner_tags(Owner.current(RunStatus.to_string(on_death))))
+    run = _start(name, all_tags, nested=nested, run_id=run_id)
     own_id = run.info.run_id
     error: BaseException | None = None
     try:
-        yield run
+        with Heartbeat(own_id, mlflow.get_tracking_uri()):
+            yield run
     except BaseException as exc:
         error = exc
         raise
@@ -181,7 +272,8 @@ def tracked_run(
             client.set_tag(own_id, _ERROR_TAG, message)
         active = mlflow.active_run()
         if active is not None and active.info.run_id == own_id:
-            mlflow.end_run(status=status)
+            with _launcher_hidden():  # end_run deletes MLFLOW_RUN_ID too
+                mlflow.end_run(status=status)
         else:  # the block ended our run itself or left a child open: close ours by id
             client.set_terminated(own_id, status=status)
 
