@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import mlflow
@@ -14,6 +15,8 @@ from mlflow import MlflowClient
 
 from facelens._io import canonical_hash
 from facelens.tracking.runs import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     MlflowEpochLogger,
     configure,
     lineage_tags,
@@ -34,7 +37,8 @@ def _run(run_id: str) -> Any:
 
 def test_configure_env_wins(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(mlflow, "set_experiment", lambda name: None)
+    tagged = SimpleNamespace(tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}, experiment_id="1")
+    monkeypatch.setattr(mlflow, "set_experiment", lambda name: tagged)
     assert configure("sqlite:///from-params.db", "x") == "sqlite:///from-params.db"
     assert mlflow.get_tracking_uri() == "sqlite:///from-params.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/env.db")
@@ -45,6 +49,17 @@ def test_configure_creates_experiment_with_artifact_location(mlflow_store, tmp_p
     experiment = mlflow.get_experiment_by_name("test")
     assert experiment is not None
     assert str(tmp_path / "artifacts") in experiment.artifact_location
+
+
+def test_experiments_open_on_model_training_not_genai(mlflow_store) -> None:
+    """MLflow 3's UI picks an experiment's landing view from ``mlflow.experimentKind``: a
+    new experiment gets the model-training kind, and so does an existing one without it."""
+    client = MlflowClient()
+    assert client.get_experiment_by_name("test").tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    old = client.create_experiment("made-by-an-older-facelens")
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    configure(None, "made-by-an-older-facelens")
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
 
 
 def test_tracked_run_finishes_and_sets_tags(mlflow_store) -> None:

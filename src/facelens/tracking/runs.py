@@ -41,6 +41,8 @@ from facelens.tracking.reaper import Heartbeat, Owner, Reaped, owner_tags, reap
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
+    "EXPERIMENT_KIND",
+    "EXPERIMENT_KIND_TAG",
     "LAUNCHER_RUN_ENV",
     "MlflowEpochLogger",
     "configure",
@@ -57,6 +59,12 @@ LAUNCHER_RUN_ENV = "MLFLOW_RUN_ID"
 _ERROR_TAG = "error"
 _MAX_TAG_CHARS = 5000
 _UNKNOWN = "unknown"
+
+
+#: The experiment tag MLflow 3's UI reads to choose an experiment's landing view, and the
+#: value that opens it on runs and training charts (not the GenAI overview).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def configure(
@@ -83,7 +91,13 @@ def configure(
     mlflow.set_tracking_uri(uri)
     if artifact_location is not None and mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=artifact_location)
-    mlflow.set_experiment(experiment)
+    exp = mlflow.set_experiment(experiment)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        # MLflow 3's UI opens an experiment without this tag on its GenAI overview; set it on
+        # new experiments and on existing ones the first time a stage logs to them.
+        mlflow.MlflowClient().set_experiment_tag(
+            exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+        )
     return uri
 
 
