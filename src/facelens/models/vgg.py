@@ -131,7 +131,11 @@ class FaceVGG(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # Same scheme as torchvision.models.VGG.__init__.
+        # Same scheme as torchvision.models.VGG.__init__. Built on the meta device (to assign a
+        # state dict, see models.export) there is nothing to draw, and normal_ of a meta tensor
+        # would import torch._dynamo (about a second of a cold start).
+        if next(self.parameters()).is_meta:
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
