@@ -166,3 +166,43 @@ def test_predict_resolves_the_alias_on_every_call(
         after, _probabilities([str(image), "-m", f"models:/{NAME}/{second}"])
     )
     assert not np.allclose(before, after)
+
+
+def _console(args: list[str], uri: str, prelude: str = "") -> subprocess.CompletedProcess:
+    """``facelens ARGS`` as the console script runs it (``app()``), in a fresh interpreter."""
+    environ = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), environ.get("PYTHONPATH")]))
+    code = (
+        f"{prelude}\nimport sys\nfrom facelens.cli.app import app\nsys.argv[0] = 'facelens'\napp()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=240,
+    )
+
+
+def test_the_console_script_keeps_exit_codes_output_and_exit_handlers(
+    champion_store, image, tmp_path
+):
+    model = ["--model", f"models:/{NAME}@champion"]
+    done = _console(["predict", str(image), *model, "--json"], champion_store)
+    assert done.returncode == 0, done.stderr
+    (record,) = json.loads(done.stdout)
+    assert record["label"] in EXPRESSIONS and record["error"] == ""
+    done = _console(["predict", str(tmp_path / "missing.png"), *model], champion_store)
+    assert done.returncode == 1 and "missing.png: no such file" in done.stderr
+    done = _console(["predict", str(image), "--task", "age"], champion_store)
+    assert done.returncode == 2 and "expression" in done.stderr
+    cam = tmp_path / "figures" / "cam.png"
+    done = _console(["explain", str(image), *model, "--out", str(cam)], champion_store)
+    assert done.returncode == 0, done.stderr
+    assert "explained" in done.stdout and "cam.png" in done.stdout
+    with Image.open(cam) as written:
+        assert written.size[0] > 0
+    prelude = "import atexit\natexit.register(print, 'exit handler ran')"
+    done = _console(["--version"], champion_store, prelude)
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[-1] == "exit handler ran"
