@@ -17,7 +17,7 @@ from facelens.models.layers import default_cam_layer, resolve_cam_layer
 from facelens.models.meta import ModelMeta
 from facelens.models.norm import DEFAULT_NORM, IMAGENET_NORM, norm_stats
 from facelens.models.params import ModelParams
-from facelens.models.vgg import FaceVGG, apply_freeze
+from facelens.models.vgg import FaceVGG, apply_freeze, vgg16_features
 from facelens.models.weights import resolve_weights, weights_file
 
 
@@ -44,6 +44,20 @@ def _meta(model: FaceVGG, names: tuple[str, ...]) -> ModelMeta:
     return ModelMeta.for_model(
         model, task="expression", output_names=names, input_size=32, weights_source="none"
     )
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_features_are_torchvisions_layer_for_layer(batch_norm: bool) -> None:
+    """The torchvision-free rebuild has torchvision's layers, keys and (seeded) initial values."""
+    torch.manual_seed(7)
+    ours = vgg16_features(batch_norm)
+    torch.manual_seed(7)
+    theirs = make_layers(cfgs["D"], batch_norm=batch_norm)
+    assert repr(ours) == repr(theirs)
+    mine, ref = ours.state_dict(), theirs.state_dict()
+    assert list(mine) == list(ref)
+    for key, value in ref.items():
+        assert torch.equal(mine[key], value), key
 
 
 @pytest.mark.parametrize(

@@ -89,11 +89,16 @@ def model_uri(model: str | None, task: str) -> str:
 
 def load_model(uri: str, device: str | None = None):  # -> mlflow.pyfunc.PyFuncModel
     """Load a pyfunc model (onto ``device`` when given: it sets ``FACELENS_DEVICE``, which the
-    served model reads when it loads), exit 1 with a one-line reason when that fails."""
+    served model reads when it loads), exit 1 with a one-line reason when that fails.
+
+    ``models:/<name>@<alias>`` is resolved through the MLflow registry on every call. MLflow's
+    check of the model's pip requirements against this environment is skipped: it only logs
+    warnings (silenced here) and scans every installed distribution (about a second).
+    """
     import logging
     import os
 
-    import mlflow
+    import mlflow.pyfunc
 
     if device is not None:
         from facelens.device import DEVICE_ENV, parse_device_spec
@@ -110,7 +115,7 @@ def load_model(uri: str, device: str | None = None):  # -> mlflow.pyfunc.PyFuncM
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # keep stderr to our one-liners
     try:
         with err.status(f"loading {uri}"):
-            return mlflow.pyfunc.load_model(uri)
+            return mlflow.pyfunc.load_model(uri, suppress_warnings=True)
     except Exception as exc:  # MLflow raises many types; the user needs one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         fail(f"{uri}: could not load the model ({reason[:300]})")

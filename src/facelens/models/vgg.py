@@ -1,7 +1,8 @@
 """VGG16 / VGG16-BN for faces: the five-block backbone, its two heads, the freeze policy.
 
-The backbone is torchvision's ``vgg.features`` split into its five conv blocks (each ending
-with its MaxPool), so ImageNet state dicts load into it after a key rename
+The backbone is torchvision's ``vgg.features`` (rebuilt here layer for layer, so loading a
+model never imports torchvision) split into its five conv blocks (each ending with its
+MaxPool), so ImageNet state dicts load into it after a key rename
 (``features.<i>.*`` -> ``blocks.<b>.<j>.*``). Two heads are offered:
 
 - ``classifier``: torchvision's ``avgpool`` (7x7) + ``classifier`` with the last Linear
@@ -16,17 +17,36 @@ from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.vgg import cfgs, make_layers
 
 from facelens.models.params import Arch
 
-__all__ = ["ARCHS", "FaceVGG", "Head", "apply_freeze"]
+__all__ = ["ARCHS", "FaceVGG", "Head", "apply_freeze", "vgg16_features"]
 
 Head = Literal["classifier", "pooled"]
 
 #: The architectures :class:`FaceVGG` builds (``model.arch`` in params.yaml).
 ARCHS: tuple[str, ...] = get_args(Arch)
 _NUM_BLOCKS = 5
+#: VGG16's conv layout (torchvision's ``cfgs["D"]``): (output channels, 3x3 convs) per block;
+#: every block ends with a 2x2 max pool.
+_VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+
+def vgg16_features(batch_norm: bool) -> nn.Sequential:
+    """torchvision's ``make_layers(cfgs["D"], batch_norm)``: the same layers, created in the same
+    order (so a seeded build draws the same numbers), without importing torchvision, whose
+    import pulls in ``torch._dynamo`` (about a second of every cold start that loads a model)."""
+    layers: list[nn.Module] = []
+    in_channels = 3
+    for channels, convs in _VGG16_BLOCKS:
+        for _ in range(convs):
+            layers.append(nn.Conv2d(in_channels, channels, kernel_size=3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(channels))
+            layers.append(nn.ReLU(inplace=True))
+            in_channels = channels
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
 
 
 def _split_blocks(features: nn.Sequential) -> tuple[list[nn.Sequential], list[tuple[int, int]]]:
@@ -91,7 +111,7 @@ class FaceVGG(nn.Module):
         self.num_outputs = int(num_outputs)
         self.dropout = float(dropout)
         self.frozen_blocks = 0
-        features = make_layers(cfgs["D"], batch_norm=arch == "vgg16_bn")
+        features = vgg16_features(batch_norm=arch == "vgg16_bn")
         blocks, self._feature_index = _split_blocks(features)
         self.blocks = nn.ModuleList(blocks)
         if head == "classifier":
@@ -111,7 +131,11 @@ class FaceVGG(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # Same scheme as torchvision.models.VGG.__init__.
+        # Same scheme as torchvision.models.VGG.__init__. Built on the meta device (to assign a
+        # state dict, see models.export) there is nothing to draw, and normal_ of a meta tensor
+        # would import torch._dynamo (about a second of a cold start).
+        if next(self.parameters()).is_meta:
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
