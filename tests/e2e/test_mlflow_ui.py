@@ -348,6 +348,8 @@ def browser(tmp_path: Path) -> Iterator[_Cdp]:
 # ------------------------------------------------------------------------------ the test
 
 _NODE = '[data-testid="artifact-tree-node"][artifact-name="{}"]'
+#: The query that opens MLflow 3.17's UI in its model-training view (README: "MLflow UI").
+_TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def _open(cdp: _Cdp, name: str) -> None:
@@ -377,6 +379,21 @@ def test_run_artifacts_page_shows_gradcam_grid_and_manifold_plot(
     out = Path(os.environ.get("FACELENS_E2E_ARTIFACTS") or tmp_path / "screenshots")
     out.mkdir(parents=True, exist_ok=True)
     exp, run = tracked_artifacts["experiment_id"], tracked_artifacts["run_id"]
+
+    # The experiment opens on its runs (the model-training view), not the GenAI overview:
+    # facelens tags it custom_model_development, and MLflow 3.17's UI, which picks the view
+    # from its sidebar switch, takes the README's link (?workflowType=machine_learning).
+    tags = mlflow.MlflowClient(tracked_artifacts["uri"]).get_experiment(exp).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    browser.call("Page.navigate", url=f"{mlflow_server}/#/experiments/{exp}?{_TRAINING_VIEW}")
+    browser.wait_for(
+        "document.title.startsWith('Runs') && document.body.innerText.includes('train expression')",
+        "the experiment's runs table with the train run",
+    )
+    assert "Token Usage" not in browser.js("document.body.innerText")  # no GenAI overview
+    landing = browser.screenshot(out / "mlflow_experiment_runs.png")
+    print(f"screenshot: {landing}")
+
     browser.call("Page.navigate", url=f"{mlflow_server}/#/experiments/{exp}/runs/{run}/artifacts")
 
     _open(browser, "explain")
@@ -402,7 +419,7 @@ def test_run_artifacts_page_shows_gradcam_grid_and_manifold_plot(
     )
     assert {"faithfulness.json", "manifold.html", "metrics.json"} <= set(tree)
 
-    for path in (shot, shot2):
+    for path in (landing, shot, shot2):
         with Image.open(path) as img:
             assert img.size == WINDOW
             colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
