@@ -29,8 +29,11 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "MlflowEpochLogger",
     "configure",
+    "end_shared_run",
     "lineage_tags",
     "log_dataset",
+    "reopen_shared_run",
+    "start_shared_run",
     "tracked_run",
 ]
 
@@ -140,6 +143,7 @@ def tracked_run(
     tags: Mapping[str, str] | None = None,
     nested: bool = False,
     run_id: str | None = None,
+    parent_run_id: str | None = None,
     keep_status_on_error: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or resume) an MLflow run and always end it.
@@ -153,6 +157,8 @@ def tracked_run(
         tags: tags to set on the run.
         nested: start it as a child of the active run.
         run_id: resume this run instead of creating one.
+        parent_run_id: nest the new run under this run (e.g. a :func:`start_shared_run`
+            run that is not active in this process).
         keep_status_on_error: end ``FINISHED`` even when the block fails (the failure goes
             to the ``error`` tag): for a later stage logging into a run that already
             finished, whose own outcome must not change.
@@ -164,6 +170,7 @@ def tracked_run(
         run_id=run_id,
         run_name=None if run_id else name,  # a resumed run keeps its name
         nested=nested,
+        parent_run_id=parent_run_id,
         tags={k: str(v) for k, v in (tags or {}).items()},
     )
     own_id = run.info.run_id
@@ -184,6 +191,43 @@ def tracked_run(
             mlflow.end_run(status=status)
         else:  # the block ended our run itself or left a child open: close ours by id
             client.set_terminated(own_id, status=status)
+
+
+def start_shared_run(name: str, *, tags: Mapping[str, str] | None = None) -> str:
+    """Create a ``RUNNING`` run in the active experiment without making it this process's
+    active run, and return its id.
+
+    Processes on any host nest their runs under it (``tracked_run(parent_run_id=...)``); it
+    stays open until one of them ends it (:func:`end_shared_run`, or ``tracked_run(run_id=...)``
+    around its last logging), so no process ends it while others still log under it.
+    """
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.tracking.fluent import _get_experiment_id  # what mlflow.start_run uses
+
+    resolved = resolve_tags({k: str(v) for k, v in (tags or {}).items()})
+    run = mlflow.MlflowClient().create_run(_get_experiment_id(), tags=resolved, run_name=name)
+    return run.info.run_id
+
+
+def reopen_shared_run(run_id: str) -> mlflow.entities.Run:
+    """Mark a shared run ``RUNNING`` again (a resumed study) and return it.
+
+    Raises:
+        MlflowException: no such run in the tracking store.
+    """
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    return run
+
+
+def end_shared_run(run_id: str, error: BaseException | None = None) -> None:
+    """End a shared run as :func:`tracked_run` would after ``error`` (None: ``FINISHED``)."""
+    client = mlflow.MlflowClient()
+    if error is not None and _exit_status(error) != RunStatus.to_string(RunStatus.FINISHED):
+        client.set_tag(run_id, _ERROR_TAG, f"{type(error).__name__}: {error}"[:_MAX_TAG_CHARS])
+    client.set_terminated(run_id, status=_exit_status(error))
 
 
 class MlflowEpochLogger:
