@@ -18,6 +18,7 @@ from facelens.cli.data import data_app
 from facelens.cli.explain import explain
 from facelens.cli.predict import predict
 from facelens.cli.runs import runs
+from facelens.cli.tune import tune_app
 
 # The commands draw their own progress; MLflow's per-file download bars would interleave.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -32,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(tune_app, name="tune")
 
 
 def _version_callback(value: bool) -> None:

@@ -7,6 +7,8 @@ MLflow.
 
 from __future__ import annotations
 
+import os
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,7 +30,13 @@ from facelens.tracking.runs import (
 from facelens.tuning.params import TuneParams
 from facelens.tuning.study import StudyResult, redact_url
 
-__all__ = ["PARENT_RUN_ATTR", "TRIAL_NUMBER_ATTR", "TRIAL_RUN_ATTR", "MlflowStudyTracker"]
+__all__ = [
+    "PARENT_RUN_ATTR",
+    "TRIAL_NUMBER_ATTR",
+    "TRIAL_RUN_ATTR",
+    "WORKER_TAG",
+    "MlflowStudyTracker",
+]
 
 #: Study user attribute holding the MLflow parent run id (so a resumed study reuses it).
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
@@ -37,6 +45,8 @@ TRIAL_RUN_ATTR = "mlflow_run_id"
 #: Trial user attribute holding the number of the trial whose params it first ran (kept by
 #: the copy that retries a trial whose worker died).
 TRIAL_NUMBER_ATTR = "first_trial_number"
+#: Tag of a trial run (and of the parent run): ``<host>:<pid>`` of the worker that ran it.
+WORKER_TAG = "facelens.worker"
 
 
 class _TrialRun:
@@ -87,6 +97,7 @@ class MlflowStudyTracker:
                 **self.tags,
                 "study_name": params.study_name,
                 "storage": redact_url(params.storage),
+                WORKER_TAG: _worker_id(),  # the worker that created it
             }
             self.run_id = start_shared_run(self.parent_run_name, tags=tags)
             study.set_user_attr(PARENT_RUN_ATTR, self.run_id)
@@ -106,7 +117,12 @@ class MlflowStudyTracker:
     def trial(self, trial: optuna.Trial, trial_params: Mapping[str, Any]) -> Iterator[_TrialRun]:
         """A nested run around one trial; a pruned trial's run ends ``FINISHED``."""
         pruned: optuna.TrialPruned | None = None
-        tags = {**self.tags, "study_name": self._study_name, "trial_number": str(trial.number)}
+        tags = {
+            **self.tags,
+            "study_name": self._study_name,
+            "trial_number": str(trial.number),
+            WORKER_TAG: _worker_id(),
+        }
         # A trial enqueued again after its worker died carries its original's user attrs.
         retry_of = trial.user_attrs.get(TRIAL_NUMBER_ATTR)
         if retry_of is not None:
@@ -145,6 +161,21 @@ class MlflowStudyTracker:
         )
         client.set_terminated(run_id, status="KILLED")
 
+    @staticmethod
+    def stored_run_id(study: optuna.Study) -> str | None:
+        """The id of the study's parent run (None before a worker joined it)."""
+        return study.user_attrs.get(PARENT_RUN_ATTR)
+
+    def is_open(self, study: optuna.Study) -> bool:
+        """Whether the study's parent run is still ``RUNNING`` (no worker closed it)."""
+        run_id = self.stored_run_id(study)
+        if run_id is None:
+            return False
+        try:
+            return mlflow.MlflowClient().get_run(run_id).info.status == "RUNNING"
+        except MlflowException:
+            return False
+
     def close(self, study: optuna.Study, result: StudyResult, error: BaseException | None) -> None:
         """Log the study's summary on the parent run and end it (``KILLED`` / ``FAILED``
         without a summary when this worker stops on ``error``)."""
@@ -158,6 +189,10 @@ class MlflowStudyTracker:
             _log_summary(study, result)
             if result.notes:
                 mlflow.set_tag("notes", "; ".join(result.notes)[:5000])
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _reusable(run_id: str, notes: list[str]) -> Run | None:

@@ -257,17 +257,28 @@ def _poll(study: optuna.Study, heartbeat: bool) -> tuple[int, int]:
     return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED], counts[TrialState.RUNNING]
 
 
-def _progress_line(study: optuna.Study, params: TuneParams) -> None:
-    last = study.get_trials(deepcopy=False)
-    mine = max((t for t in last if t.state.is_finished()), key=lambda t: t.datetime_complete or 0)
-    done = sum(t.state in _DONE for t in last)
-    value = "" if mine.value is None else f" {mine.value:.4f}"
+def _progress_line(study: optuna.Study, params: TuneParams, trial: FrozenTrial) -> None:
+    done = len(study.get_trials(deepcopy=False, states=_DONE))
+    value = "" if trial.value is None else f" {trial.value:.4f}"
     print(
-        f"tune: trial {mine.number} {mine.state.name}{value} "
+        f"tune: trial {trial.number} {trial.state.name}{value} "
         f"({done}/{params.n_trials} finished in the study)",
         file=sys.stderr,
         flush=True,
     )
+
+
+def _missing(study: optuna.Study, params: TuneParams) -> tuple[int, list[str]]:
+    """Finished trials still missing from ``n_trials``, and a note when some exist."""
+    n_done = len(study.get_trials(deepcopy=False, states=_DONE))
+    remaining = max(0, params.n_trials - n_done)
+    notes: list[str] = []
+    if remaining == 0:
+        notes.append(f"study already has {n_done} finished trials (n_trials={params.n_trials})")
+    elif n_done:
+        notes.append(f"resumed: {n_done} finished trials kept, {remaining} more to run")
+        _log.warning("study %s %s", params.study_name, notes[-1])
+    return remaining, notes
 
 
 def run_study(
@@ -310,15 +321,8 @@ def run_study(
     """
     live = liveness(params)
     heartbeat = live.heartbeat_interval is not None
-    n_done = len(study.get_trials(deepcopy=False, states=_DONE))
-    remaining = max(0, params.n_trials - n_done)
+    remaining, notes = _missing(study, params)
     budget = remaining if max_trials is None else max_trials
-    notes: list[str] = []
-    if remaining == 0:
-        notes.append(f"study already has {n_done} finished trials (n_trials={params.n_trials})")
-    elif n_done:
-        notes.append(f"resumed: {n_done} finished trials kept, {remaining} more to run")
-        _log.warning("study %s %s", params.study_name, notes[-1])
     deadline = None if params.timeout is None else time.monotonic() + params.timeout
 
     def objective(trial: optuna.Trial) -> float:
@@ -334,10 +338,16 @@ def run_study(
             done, running = _poll(study, heartbeat)
             may_run = ran < budget and (deadline is None or time.monotonic() < deadline)
             if may_run and done + running < params.n_trials:
-                study.optimize(objective, n_trials=1, catch=(Exception,))
+                ended: list[FrozenTrial] = []
+                study.optimize(
+                    objective,
+                    n_trials=1,
+                    catch=(Exception,),
+                    callbacks=[lambda _, t, ended=ended: ended.append(t)],
+                )
                 ran += 1
-                if progress:
-                    _progress_line(study, params)
+                if progress and ended:
+                    _progress_line(study, params, ended[0])
             elif may_run and running and heartbeat:
                 time.sleep(min(float(live.heartbeat_interval or 1), 5.0))
             else:
