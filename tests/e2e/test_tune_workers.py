@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +71,8 @@ class Postgres:
         return self.url(name)
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
+@contextmanager
+def running_postgres() -> Iterator[Postgres]:
     """A private PostgreSQL cluster on 127.0.0.1 (trust auth), removed afterwards."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
@@ -104,8 +105,8 @@ def postgres() -> Iterator[Postgres]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(postgres: Postgres) -> Iterator[str]:
+@contextmanager
+def running_mlflow_server(postgres: Postgres) -> Iterator[str]:
     """``mlflow server`` on a PostgreSQL backend store with proxied artifacts; its URL."""
     root = Path(tempfile.mkdtemp(prefix="facelens-mlflow-"))
     backend = postgres.create_db("mlflow")
@@ -142,13 +143,15 @@ def mlflow_server(postgres: Postgres) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, dvc_project, pipeline_params) -> Path:
-    """A tiny prepared and split dataset in a copy of the pipeline."""
-    params = pipeline_params()
+def prepared_project(root: Path) -> Path:
+    """A copy of the pipeline with a tiny prepared and split dataset (random sampler, no
+    pruning, 1-epoch trials)."""
+    from conftest import copy_project, tiny_params  # tests/ is on sys.path
+
+    params = tiny_params()
     params["tune"].update({"pruner": "none", "sampler": "random", "train_fraction": 1.0})
-    proj = dvc_project(tmp_path_factory.mktemp("workers") / "proj", params)
-    env = _env(proj, "sqlite:///unused.db")
+    proj = copy_project(root / "proj", params)
+    env = env_for(proj, "sqlite:///unused.db")
     for script in (
         ["pipelines/prepare.py", "--out", "data/prepared"],
         ["pipelines/split.py", "--prepared", "data/prepared", "--out", "data/splits"],
@@ -157,7 +160,24 @@ def project(tmp_path_factory, dvc_project, pipeline_params) -> Path:
     return proj
 
 
-def _env(proj: Path, tracking_uri: str) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    with running_postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres: Postgres) -> Iterator[str]:
+    with running_mlflow_server(postgres) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return prepared_project(tmp_path_factory.mktemp("workers"))
+
+
+def env_for(proj: Path, tracking_uri: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         MLFLOW_TRACKING_URI=tracking_uri,
@@ -168,7 +188,7 @@ def _env(proj: Path, tracking_uri: str) -> dict[str, str]:
     return env
 
 
-def _params(proj: Path, name: str, storage: str, **tune) -> Path:
+def study_params(proj: Path, name: str, storage: str, **tune) -> Path:
     import yaml
 
     params = yaml.safe_load((proj / "params.yaml").read_text())
@@ -179,7 +199,7 @@ def _params(proj: Path, name: str, storage: str, **tune) -> Path:
     return path
 
 
-def _worker(proj: Path, params: Path, url: str, number: int, log: Path) -> subprocess.Popen:
+def start_worker(proj: Path, params: Path, url: str, number: int, log: Path) -> subprocess.Popen:
     """``facelens tune worker`` (what docker/compose.yaml's workers run)."""
     with log.open("w") as out:
         return subprocess.Popen(
@@ -195,7 +215,7 @@ def _worker(proj: Path, params: Path, url: str, number: int, log: Path) -> subpr
                 str(number),
             ],
             cwd=proj,
-            env=_env(proj, url),
+            env=env_for(proj, url),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -231,10 +251,10 @@ def test_two_workers_share_one_study_and_one_parent_run(
     from optuna.trial import TrialState
 
     storage = postgres.create_db("optuna_a")
-    params = _params(project, "shared", storage, n_trials=6)
+    params = study_params(project, "shared", storage, n_trials=6)
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     start = time.monotonic()
-    _wait([_worker(project, params, mlflow_server, i, logs[i]) for i in range(2)], logs)
+    _wait([start_worker(project, params, mlflow_server, i, logs[i]) for i in range(2)], logs)
     elapsed = time.monotonic() - start
 
     study = _load(storage)
@@ -269,7 +289,7 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(
     from optuna.trial import TrialState
 
     storage = postgres.create_db("optuna_b")
-    params = _params(
+    params = study_params(
         project,
         "killed",
         storage,
@@ -279,7 +299,7 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(
         space={**_space(project), "epochs": [4]},
     )
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
-    procs = [_worker(project, params, mlflow_server, i, logs[i]) for i in range(2)]
+    procs = [start_worker(project, params, mlflow_server, i, logs[i]) for i in range(2)]
     victim, survivor = procs
     killed_number = _kill_mid_trial(storage, victim, mlflow_server)
     assert victim.wait(timeout=30) == -signal.SIGKILL

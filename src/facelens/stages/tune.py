@@ -98,10 +98,43 @@ def run_worker(
     """
     if cache_dtype not in CACHE_DTYPES:
         raise ValueError(f"cache_dtype must be one of {CACHE_DTYPES}; got {cache_dtype!r}")
+    uri = _tracking_uri(params)
+    with (
+        sqlite_guard(params.tune.storage, "tune.storage"),
+        sqlite_guard(uri, "MLFLOW_TRACKING_URI"),
+    ):
+        return _work(
+            params,
+            prepared_dir,
+            splits_dir,
+            cache_dir,
+            use_cache,
+            cache_dtype,
+            progress,
+            worker,
+            max_trials,
+        )
+
+
+def _tracking_uri(params: Params) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
+
+
+def _work(
+    params: Params,
+    prepared_dir: Path,
+    splits_dir: Path,
+    cache_dir: Path,
+    use_cache: bool,
+    cache_dtype: str,
+    progress: bool,
+    worker: int,
+    max_trials: int | None,
+) -> StudyResult:
     train_rows, val_rows = load_splits(prepared_dir, splits_dir, ("train", "val"))
     train_rows = stratified_subset(train_rows, params.tune.train_fraction, params.tune.seed)
     version = data_version(prepared_dir)
-    uri = configure(params.tracking.tracking_uri, params.tracking.experiment)
+    configure(params.tracking.tracking_uri, params.tracking.experiment)
     tune = params.tune.model_copy(update={"study_name": study_name(params, version)})
     cache = ActivationCache(cache_dir, dtype=getattr(torch, cache_dtype)) if use_cache else None
     decoded: dict[tuple[Any, ...], FaceDataset] = {}  # images decoded once per worker
@@ -125,11 +158,10 @@ def run_worker(
         return float(trained.history.best_val_metric)
 
     tracker = MlflowStudyTracker(f"tune {tune.study_name}", tags=device_tags(policy))
-    with sqlite_guard(tune.storage, "tune.storage"), sqlite_guard(uri, "MLFLOW_TRACKING_URI"):
-        study = create_study(tune, on_stale=tracker.trial_died, worker=worker)
-        return run_study(
-            study, tune, objective, tracker=tracker, progress=progress, max_trials=max_trials
-        )
+    study = create_study(tune, on_stale=tracker.trial_died, worker=worker)
+    return run_study(
+        study, tune, objective, tracker=tracker, progress=progress, max_trials=max_trials
+    )
 
 
 def run(
@@ -162,8 +194,7 @@ def run(
     if workers == 1:
         return run_worker(params, prepared_dir, splits_dir, cache_dir=cache_dir, **worker_options)
     check_shareable(params.tune.storage, "tune.storage", workers)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
-    check_shareable(uri, "MLFLOW_TRACKING_URI", workers)
+    check_shareable(_tracking_uri(params), "MLFLOW_TRACKING_URI", workers)
     configure(params.tracking.tracking_uri, params.tracking.experiment)
     if not worker_command:
         raise ValueError("tune.workers > 1 needs the worker command line")

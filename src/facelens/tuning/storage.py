@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +129,9 @@ def liveness(params: TuneParams) -> Liveness:
 def _retry_callback(max_retry: int) -> StaleTrialFn:
     storages = optuna.storages
     cls = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
-    return (cls or storages.RetryFailedTrialCallback)(max_retry=max_retry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return (cls or storages.RetryFailedTrialCallback)(max_retry=max_retry)
 
 
 def make_storage(
@@ -173,8 +176,6 @@ def make_storage(
 
 
 def _rdb_storage(url: str, kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
-    import warnings
-
     from sqlalchemy.exc import SQLAlchemyError
 
     for attempt in range(4):
