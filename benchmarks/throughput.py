@@ -41,12 +41,22 @@ def _timed(fn: Callable[[], object], device: torch.device, min_s: float, warmup:
 
 
 def gemm_peak(device: torch.device, precision: str, n: int, min_s: float) -> float:
-    """Measured matrix-multiply FLOP/s of an n x n x n product in ``precision``."""
+    """Measured matrix-multiply FLOP/s in ``precision``: the better of an n x n x n
+    ``torch.mm`` and the same product as a 1 x 1 convolution (oneDNN's GEMM, which the model's
+    convolutions use; on some CPUs, e.g. AMD with MKL, ``torch.mm`` is far below it)."""
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = _timed(lambda: torch.mm(a, b), device, min_s, warmup=2)
-    return 2 * n**3 / seconds
+    mm = 2 * n**3 / _timed(lambda: torch.mm(a, b), device, min_s, warmup=2)
+    side = max(1, round((n / 8) ** 0.5))  # 8 x side x side pixels ~ n rows
+    rows = 8 * side * side
+    conv = nn.Conv2d(n, n, 1, bias=False).to(device=device, dtype=dtype)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(8, n, side, side, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        c1 = 2 * rows * n * n / _timed(lambda: conv(x), device, min_s, warmup=2)
+    return max(mm, c1)
 
 
 def forward_flops(model: nn.Module, size: int, device: torch.device) -> float:

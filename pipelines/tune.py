@@ -1,7 +1,8 @@
 """DVC stage `tune`: an Optuna study over the VGG16 fine-tuning space, every trial in MLflow.
 
 The study lives in the Optuna storage of `params.tune.storage` (default sqlite:///optuna.db),
-so a killed `dvc repro` resumes it: trials already done are kept.
+so a killed `dvc repro` resumes it: trials already done are kept. With `tune.workers: N` the
+stage starts N copies of this script with `--worker-number i`, which share the study.
 """
 
 from __future__ import annotations
@@ -21,9 +22,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--best-params", type=Path, required=True, help="best_params.json to write")
     ap.add_argument("--reports", type=Path, required=True, help="tuning report directory")
     ap.add_argument("--cache", type=Path, default=Path("cache/activations"))
+    ap.add_argument(
+        "--worker-number",
+        type=int,
+        default=None,
+        help="run as worker <n> of the study and write nothing (the stage starts these "
+        "when tune.workers > 1)",
+    )
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    result = tune.run(params, args.prepared, args.splits, cache_dir=args.cache)
+    if args.worker_number is not None:
+        tune.run_worker(
+            params, args.prepared, args.splits, cache_dir=args.cache, worker=args.worker_number
+        )
+        return
+    worker = [sys.executable, str(Path(__file__).resolve()), *(argv or sys.argv[1:])]
+    result = tune.run(
+        params, args.prepared, args.splits, cache_dir=args.cache, worker_command=worker
+    )
     write_json(args.reports / "study.json", result.to_dict())
     summary = (
         f"tune: study {result.study_name}: {result.n_complete} complete, "

@@ -23,6 +23,7 @@ from facelens.cli.data import data_app
 from facelens.cli.explain import explain
 from facelens.cli.predict import predict
 from facelens.cli.runs import runs_app
+from facelens.cli.tune import tune_app
 
 # The commands draw their own progress; MLflow's per-file download bars would interleave.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -79,6 +80,7 @@ app = FaceLensTyper(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
+app.add_typer(tune_app, name="tune")
 
 
 def _version_callback(value: bool) -> None:

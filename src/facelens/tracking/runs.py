@@ -211,9 +211,14 @@ def _launcher_hidden() -> Iterator[None]:
 
 
 def _start(
-    name: str, tags: dict[str, str], *, nested: bool, run_id: str | None
+    name: str,
+    tags: dict[str, str],
+    *,
+    nested: bool,
+    run_id: str | None,
+    parent_run_id: str | None = None,
 ) -> mlflow.ActiveRun:
-    parent = launcher_parent(
+    parent = parent_run_id or launcher_parent(
         os.environ, run_id=run_id, nested=nested, active=mlflow.active_run() is not None
     )
     try:
@@ -242,6 +247,7 @@ def tracked_run(
     tags: Mapping[str, str] | None = None,
     nested: bool = False,
     run_id: str | None = None,
+    parent_run_id: str | None = None,
     keep_status_on_error: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or resume) an MLflow run and always end it.
@@ -258,6 +264,8 @@ def tracked_run(
         tags: tags to set on the run.
         nested: start it as a child of the active run.
         run_id: resume this run instead of creating one.
+        parent_run_id: nest the new run under this run (e.g. a :func:`start_shared_run`
+            run that is not active in this process).
         keep_status_on_error: end ``FINISHED`` even when the block fails (the failure goes
             to the ``error`` tag): for a later stage logging into a run that already
             finished, whose own outcome must not change (nor does the reaper's, should this
@@ -269,7 +277,7 @@ def tracked_run(
     on_death = RunStatus.FINISHED if keep_status_on_error else RunStatus.KILLED
     all_tags = {k: str(v) for k, v in (tags or {}).items()}
     all_tags.update(owner_tags(Owner.current(RunStatus.to_string(on_death))))
-    run = _start(name, all_tags, nested=nested, run_id=run_id)
+    run = _start(name, all_tags, nested=nested, run_id=run_id, parent_run_id=parent_run_id)
     own_id = run.info.run_id
     error: BaseException | None = None
     try:

@@ -7,27 +7,42 @@ MLflow.
 
 from __future__ import annotations
 
+import os
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import optuna
+from mlflow.entities import Param, Run
 from mlflow.exceptions import MlflowException
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from facelens.tracking.runs import tracked_run
+from facelens.tracking.shared_runs import end_shared_run, reopen_shared_run, start_shared_run
 from facelens.tuning.params import TuneParams
 from facelens.tuning.study import StudyResult, redact_url
 
-__all__ = ["PARENT_RUN_ATTR", "TRIAL_RUN_ATTR", "MlflowStudyTracker"]
+__all__ = [
+    "PARENT_RUN_ATTR",
+    "TRIAL_NUMBER_ATTR",
+    "TRIAL_RUN_ATTR",
+    "WORKER_TAG",
+    "MlflowStudyTracker",
+]
 
 #: Study user attribute holding the MLflow parent run id (so a resumed study reuses it).
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 #: Trial user attribute holding the trial's MLflow run id.
 TRIAL_RUN_ATTR = "mlflow_run_id"
+#: Trial user attribute holding the number of the trial whose params it first ran (kept by
+#: the copy that retries a trial whose worker died).
+TRIAL_NUMBER_ATTR = "first_trial_number"
+#: Tag of a trial run (and of the parent run): ``<host>:<pid>`` of the worker that ran it.
+WORKER_TAG = "facelens.worker"
 
 
 class _TrialRun:
@@ -42,14 +57,16 @@ class _TrialRun:
 
 
 class MlflowStudyTracker:
-    """One MLflow parent run per study (its id kept in the study's user attrs, so a resumed
-    study continues it) and one nested run per trial with the trial's params, ``trial_number``,
-    per-epoch ``objective`` values and a ``state`` tag (``COMPLETE`` / ``PRUNED`` / ``FAIL``;
-    a failure also gets the ``error`` tag).
+    """One MLflow parent run per study, shared by all its workers, and one nested run per
+    trial with the trial's params, ``trial_number``, per-epoch ``objective`` values and a
+    ``state`` tag (``COMPLETE`` / ``PRUNED`` / ``FAIL``; a failure also gets ``error``).
 
-    The parent gets the tune settings as params, ``best_value`` and counts as metrics, the
-    best params as tags and ``study/result.json``, and ``study/trials.csv``,
-    ``optimization_history.html``, ``parallel_coordinate.html`` and
+    The parent's id is kept in the study's user attrs: the first worker to :meth:`join`
+    creates it (under the study's lock, so two workers starting together create one), the
+    others and a resumed study reuse it. No worker ends it while another runs a trial: the
+    worker that leaves while none runs :meth:`close` s it with the tune settings as params,
+    ``best_value`` and counts as metrics, the best params as tags and ``study/result.json``,
+    ``study/trials.csv``, ``optimization_history.html``, ``parallel_coordinate.html`` and
     ``param_importances.html`` (when >= 2 complete trials vary a param).
 
     Needs :func:`facelens.tracking.runs.configure` first.
@@ -66,41 +83,51 @@ class MlflowStudyTracker:
         self.notes: list[str] = []
         self._study_name = ""
 
-    @contextmanager
-    def study(self, study: optuna.Study, params: TuneParams) -> Iterator[None]:
-        """Open (or resume) the parent run around the whole ``run_study`` call."""
+    def join(self, study: optuna.Study, params: TuneParams) -> None:
+        """Reuse the study's parent run or create it (the caller holds the study's lock)."""
         self._study_name = params.study_name
-        tags = {
-            **self.tags,
-            "study_name": params.study_name,
-            "storage": redact_url(params.storage),
-        }
-        with ExitStack() as stack:
-            parent, resumed = None, False
-            stored_id = study.user_attrs.get(PARENT_RUN_ATTR)
-            if stored_id:
-                try:
-                    parent = stack.enter_context(
-                        tracked_run(self.parent_run_name, tags=tags, run_id=stored_id)
-                    )
-                    resumed = True
-                except MlflowException as exc:  # gone, deleted or in another experiment
-                    self.notes.append(f"parent run {stored_id} not resumed: {exc.message}")
-            if parent is None:
-                parent = stack.enter_context(tracked_run(self.parent_run_name, tags=tags))
-                study.set_user_attr(PARENT_RUN_ATTR, parent.info.run_id)
-                _log_settings(params)
+        stored_id = study.user_attrs.get(PARENT_RUN_ATTR)
+        parent = _reusable(stored_id, self.notes) if stored_id else None
+        if parent is None:
+            tags = {
+                **self.tags,
+                "study_name": params.study_name,
+                "storage": redact_url(params.storage),
+                WORKER_TAG: _worker_id(),  # the worker that created it
+            }
+            self.run_id = start_shared_run(self.parent_run_name, tags=tags)
+            study.set_user_attr(PARENT_RUN_ATTR, self.run_id)
+            _log_settings(self.run_id, params)
+            resumed: bool | None = False
+        else:
             self.run_id = parent.info.run_id
-            mlflow.set_tags({"n_trials_target": str(params.n_trials), "resumed": str(resumed)})
-            yield
+            was_open = parent.info.status == "RUNNING"
+            reopen_shared_run(self.run_id)
+            resumed = None if was_open else True  # joining a running study is no resume
+        client = mlflow.MlflowClient()
+        client.set_tag(self.run_id, "n_trials_target", str(params.n_trials))
+        if resumed is not None:
+            client.set_tag(self.run_id, "resumed", str(resumed))
 
     @contextmanager
     def trial(self, trial: optuna.Trial, trial_params: Mapping[str, Any]) -> Iterator[_TrialRun]:
         """A nested run around one trial; a pruned trial's run ends ``FINISHED``."""
         pruned: optuna.TrialPruned | None = None
-        tags = {**self.tags, "study_name": self._study_name, "trial_number": str(trial.number)}
-        with tracked_run(f"trial-{trial.number:03d}", nested=True, tags=tags) as run:
+        tags = {
+            **self.tags,
+            "study_name": self._study_name,
+            "trial_number": str(trial.number),
+            WORKER_TAG: _worker_id(),
+        }
+        # A trial enqueued again after its worker died carries its original's user attrs.
+        retry_of = trial.user_attrs.get(TRIAL_NUMBER_ATTR)
+        if retry_of is not None:
+            tags["retry_of"] = str(retry_of)
+        name = f"trial-{trial.number:03d}"
+        with tracked_run(name, parent_run_id=self.run_id, tags=tags) as run:
             trial.set_user_attr(TRIAL_RUN_ATTR, run.info.run_id)
+            if retry_of is None:
+                trial.set_user_attr(TRIAL_NUMBER_ATTR, trial.number)
             mlflow.log_params({**trial_params, "trial_number": trial.number})
             try:
                 yield _TrialRun()
@@ -113,27 +140,87 @@ class MlflowStudyTracker:
         if pruned is not None:
             raise pruned
 
-    def summary(self, study: optuna.Study, result: StudyResult) -> None:
-        """Log the study's artifacts, counts, best value and best params on the parent run."""
-        _log_study_artifacts(study, result.notes)
-        _log_summary(study, result)
-        if result.notes:
-            mlflow.set_tag("notes", "; ".join(result.notes)[:5000])
+    def trial_died(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """End the run of a trial whose worker died ``KILLED`` with state ``FAIL``."""
+        run_id = trial.user_attrs.get(TRIAL_RUN_ATTR)
+        if not run_id:
+            return  # it died before its run started
+        client = mlflow.MlflowClient()
+        try:
+            if client.get_run(run_id).info.status != "RUNNING":
+                return  # already closed (a retried trial carries its original's id)
+        except MlflowException:
+            return
+        client.set_tag(run_id, "state", TrialState.FAIL.name)
+        client.set_tag(
+            run_id, "error", f"worker died: trial {trial.number} sent no heartbeat in time"
+        )
+        client.set_terminated(run_id, status="KILLED")
+
+    @staticmethod
+    def stored_run_id(study: optuna.Study) -> str | None:
+        """The id of the study's parent run (None before a worker joined it)."""
+        return study.user_attrs.get(PARENT_RUN_ATTR)
+
+    def is_open(self, study: optuna.Study) -> bool:
+        """Whether the study's parent run is still ``RUNNING`` (no worker closed it)."""
+        run_id = self.stored_run_id(study)
+        if run_id is None:
+            return False
+        try:
+            return mlflow.MlflowClient().get_run(run_id).info.status == "RUNNING"
+        except MlflowException:
+            return False
+
+    def close(self, study: optuna.Study, result: StudyResult, error: BaseException | None) -> None:
+        """Log the study's summary on the parent run and end it (``KILLED`` / ``FAILED``
+        without a summary when this worker stops on ``error``)."""
+        if self.run_id is None:
+            return
+        if error is not None:
+            end_shared_run(self.run_id, error)
+            return
+        with tracked_run(self.parent_run_name, run_id=self.run_id):
+            _log_study_artifacts(study, result.notes)
+            _log_summary(study, result)
+            if result.notes:
+                mlflow.set_tag("notes", "; ".join(result.notes)[:5000])
 
 
-def _log_settings(params: TuneParams) -> None:
-    mlflow.log_params(
-        {
-            "study_name": params.study_name,
-            "sampler": params.sampler,
-            "pruner": params.pruner,
-            "seed": params.seed,
-            "direction": params.direction,
-            "n_startup_trials": params.n_startup_trials,
-            "train_fraction": params.train_fraction,
-        }
-    )
-    mlflow.log_dict(params.space.model_dump(mode="json"), "study/search_space.json")
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _reusable(run_id: str, notes: list[str]) -> Run | None:
+    """The stored parent run when it can take more trials (else a note says why not)."""
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as exc:  # gone, or another tracking store
+        notes.append(f"parent run {run_id} not resumed: {exc.message}")
+        return None
+    active = mlflow.tracking.fluent._get_experiment_id()
+    if run.info.lifecycle_stage != "active" or run.info.experiment_id != active:
+        notes.append(
+            f"parent run {run_id} not resumed: it is {run.info.lifecycle_stage} in experiment "
+            f"{run.info.experiment_id} (active experiment: {active})"
+        )
+        return None
+    return run
+
+
+def _log_settings(run_id: str, params: TuneParams) -> None:
+    client = mlflow.MlflowClient()
+    settings = {
+        "study_name": params.study_name,
+        "sampler": params.sampler,
+        "pruner": params.pruner,
+        "seed": params.seed,
+        "direction": params.direction,
+        "n_startup_trials": params.n_startup_trials,
+        "train_fraction": params.train_fraction,
+    }
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in settings.items()])
+    client.log_dict(run_id, params.space.model_dump(mode="json"), "study/search_space.json")
 
 
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -139,4 +139,32 @@ class TuneParams(_Closed):
     train_fraction: float = Field(
         1.0, gt=0.0, le=1.0, description="Share of the train split each trial trains on."
     )
+    workers: int = Field(
+        1, ge=1, description="Worker processes the tune stage starts on this host (shared study)."
+    )
+    heartbeat_interval: int | Literal["auto"] | None = Field(
+        "auto",
+        description=(
+            "Seconds between a running trial's heartbeats (Optuna RDBStorage); auto = 60 for "
+            "PostgreSQL/MySQL, off (null) for SQLite, journal and in-memory storages."
+        ),
+    )
+    grace_period: int | None = Field(
+        None, ge=1, description="Seconds without heartbeat before a trial is failed (2x interval)."
+    )
+    retry_failed: int | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Times a trial whose worker died is run again with the same params; "
+            "auto = 1 when heartbeats are on, else 0."
+        ),
+    )
     space: SearchSpace = SearchSpace()
+
+    @field_validator("heartbeat_interval", "retry_failed")
+    @classmethod
+    def _check_positive(cls, value: Any, info: Any) -> Any:
+        least = 1 if info.field_name == "heartbeat_interval" else 0
+        if isinstance(value, int) and value < least:
+            raise ValueError(f"must be 'auto', null or an integer >= {least}, got {value}")
+        return value

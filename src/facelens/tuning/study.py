@@ -1,7 +1,9 @@
-"""The Optuna study: storage, sampler, pruner, resume, and the trials still missing.
+"""The Optuna study: storage, sampler, pruner, resume, workers, and the trials still missing.
 
-:func:`create_study` opens (or resumes) a named study in any Optuna storage URL;
-:func:`run_study` runs the trials still missing from ``n_trials`` and summarizes the study.
+:func:`create_study` opens (or resumes) a named study in ``tune.storage``
+(:mod:`facelens.tuning.storage`); :func:`run_study` is one worker: it runs trials until the
+study holds ``n_trials`` finished ones, whoever ran them, and summarizes the study. Any
+number of workers, in processes on any hosts, may run it on one shared storage.
 
 The objective is a plain function ``objective_fn(trial_params, report) -> float``: it trains
 with ``trial_params`` and calls ``report(epoch, value)`` after each epoch; ``report`` raises
@@ -15,21 +17,23 @@ from __future__ import annotations
 
 import logging
 import math
-import re
+import sys
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from facelens._io import canonical_hash
 from facelens.errors import ConfigError
 from facelens.interrupts import raise_if_requested
 from facelens.tuning.params import TuneParams
+from facelens.tuning.samplers import make_pruner, make_sampler
 from facelens.tuning.space import suggest
+from facelens.tuning.storage import StaleTrialFn, liveness, make_storage, redact_url, study_lock
 
 __all__ = [
     "ObjectiveFn",
@@ -89,18 +93,21 @@ class TrialTracker(Protocol):
 class StudyTracker(Protocol):
     """Where a study is recorded (e.g. one MLflow parent run, one nested run per trial).
 
-    :func:`run_study` enters :meth:`study` around the whole call and :meth:`trial` around each
-    trial; a trial ends pruned when :class:`optuna.TrialPruned` leaves the :meth:`trial`
-    block, failed on any other exception, complete after :meth:`TrialTracker.complete`.
+    Every worker :meth:`join` s the study's record (created exactly once: the call holds the
+    study's lock), records each trial it runs in :meth:`trial`, closes the records of trials
+    whose worker died in :meth:`trial_died`, and the worker that leaves while no trial runs
+    anywhere :meth:`close` s the record. A trial ends pruned when :class:`optuna.TrialPruned`
+    leaves the :meth:`trial` block, failed on any other exception, complete after
+    :meth:`TrialTracker.complete`.
     """
 
-    #: Id of the record of the whole study once :meth:`study` is entered.
+    #: Id of the record of the whole study once :meth:`join` returned.
     run_id: str | None
     #: Remarks for the user collected while recording (e.g. "parent run not resumed").
     notes: list[str]
 
-    def study(self, study: optuna.Study, params: TuneParams) -> AbstractContextManager[Any]:
-        """Enclose a :func:`run_study` call."""
+    def join(self, study: optuna.Study, params: TuneParams) -> None:
+        """Find the study's record or create it (called under the study's lock)."""
         ...
 
     def trial(
@@ -109,8 +116,12 @@ class StudyTracker(Protocol):
         """Enclose one trial."""
         ...
 
-    def summary(self, study: optuna.Study, result: StudyResult) -> None:
-        """Record the study's summary (called inside :meth:`study`, after the trials)."""
+    def trial_died(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Close the record of a trial that the heartbeat found dead (its worker is gone)."""
+        ...
+
+    def close(self, study: optuna.Study, result: StudyResult, error: BaseException | None) -> None:
+        """Summarize and end the study's record (no trial is running; under the lock)."""
         ...
 
 
@@ -138,44 +149,29 @@ def study_name_for(base: str, *, task: str, data_version: str, sections: Mapping
     return f"{base}-{fingerprint[:8]}"
 
 
-def make_sampler(params: TuneParams, *, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler of ``params``, seeded with ``seed + offset``.
-
-    Pass the number of trials already in the study as ``offset`` so a resumed study does not
-    replay the random start-up points of the first session.
-    """
-    seed = params.seed + offset
-    if params.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(n_startup_trials=params.n_startup_trials, seed=seed)
-
-
-def make_pruner(params: TuneParams) -> optuna.pruners.BasePruner:
-    """The pruner of ``params`` (``median``, ``hyperband`` or ``none``)."""
-    if params.pruner == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=params.n_startup_trials, n_warmup_steps=params.n_warmup_steps
-        )
-    if params.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto")
-    return optuna.pruners.NopPruner()
-
-
-def create_study(params: TuneParams) -> optuna.Study:
-    """Create the study ``params.study_name`` or load it when it exists (resume).
+def create_study(
+    params: TuneParams, *, on_stale: StaleTrialFn | None = None, worker: int = 0
+) -> optuna.Study:
+    """Create the study ``params.study_name`` or load it when it exists (resume, or join).
 
     Args:
-        params: the ``tune`` section; ``storage`` is any Optuna storage URL
-            (``sqlite:///optuna.db``, ``postgresql://...``) or None for in-memory.
+        params: the ``tune`` section; ``storage`` is an Optuna storage URL
+            (``sqlite:///optuna.db``, ``postgresql://...``), ``journal:<file>`` or None
+            (in memory).
+        on_stale: called with each trial whose worker died (see
+            :func:`facelens.tuning.storage.make_storage`), e.g.
+            :meth:`StudyTracker.trial_died`.
+        worker: this worker's number (seeds the sampler apart from the other workers').
 
     Returns:
         The study, with the seeded sampler and the pruner attached.
 
     Raises:
-        ConfigError: the stored study optimizes in the other direction.
+        ConfigError: the stored study optimizes in the other direction, or bad liveness
+            settings.
     """
     study = optuna.create_study(
-        storage=params.storage,
+        storage=make_storage(params, on_stale),
         study_name=params.study_name,
         direction=params.direction,
         pruner=make_pruner(params),
@@ -188,14 +184,9 @@ def create_study(params: TuneParams) -> optuna.Study:
             f"{stored!r} but tune.direction is {params.direction!r}; use another study_name "
             "or the stored direction"
         )
-    study.sampler = make_sampler(params, offset=len(study.get_trials(deepcopy=False)))
+    offset = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(params, offset=offset, worker=worker)
     return study
-
-
-def redact_url(url: str | None) -> str:
-    if url is None:
-        return "<in-memory>"
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)  # hide a password in the URL
 
 
 def _check_value(value: Any) -> float:
@@ -254,33 +245,31 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
-def run_study(
-    study: optuna.Study,
-    params: TuneParams,
-    objective_fn: ObjectiveFn,
-    *,
-    tracker: StudyTracker | None = None,
-    progress: bool = True,
-) -> StudyResult:
-    """Run the trials still missing from ``params.n_trials`` and summarize the study.
+def _poll(study: optuna.Study, heartbeat: bool) -> tuple[int, int]:
+    """``(finished, running)`` trials of the study, after failing those whose worker died."""
+    if heartbeat:
+        import warnings
 
-    ``n_trials`` is a target for the study: trials already ``COMPLETE`` or ``PRUNED`` count,
-    so a resumed study only runs the remainder (failed trials are run again). A failing
-    trial is recorded as ``FAIL`` and the study goes on. ``params.timeout`` bounds this call.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    counts = _counts(study)
+    return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED], counts[TrialState.RUNNING]
 
-    Args:
-        study: from :func:`create_study`.
-        params: the ``tune`` section.
-        objective_fn: ``(trial_params, report) -> final validation metric``.
-        tracker: records the study and each trial (e.g. in MLflow); None records nothing.
-        progress: show Optuna's progress bar.
 
-    Returns:
-        The :class:`StudyResult` of the whole study.
+def _progress_line(study: optuna.Study, params: TuneParams, trial: FrozenTrial) -> None:
+    done = len(study.get_trials(deepcopy=False, states=_DONE))
+    value = "" if trial.value is None else f" {trial.value:.4f}"
+    print(
+        f"tune: trial {trial.number} {trial.state.name}{value} "
+        f"({done}/{params.n_trials} finished in the study)",
+        file=sys.stderr,
+        flush=True,
+    )
 
-    Raises:
-        KeyboardInterrupt: re-raised after the tracker has closed its records.
-    """
+
+def _missing(study: optuna.Study, params: TuneParams) -> tuple[int, list[str]]:
+    """Finished trials still missing from ``n_trials``, and a note when some exist."""
     n_done = len(study.get_trials(deepcopy=False, states=_DONE))
     remaining = max(0, params.n_trials - n_done)
     notes: list[str] = []
@@ -289,27 +278,106 @@ def run_study(
     elif n_done:
         notes.append(f"resumed: {n_done} finished trials kept, {remaining} more to run")
         _log.warning("study %s %s", params.study_name, notes[-1])
+    return remaining, notes
+
+
+def run_study(
+    study: optuna.Study,
+    params: TuneParams,
+    objective_fn: ObjectiveFn,
+    *,
+    tracker: StudyTracker | None = None,
+    progress: bool = True,
+    max_trials: int | None = None,
+) -> StudyResult:
+    """Work on the study until it holds ``params.n_trials`` finished trials; summarize it.
+
+    ``n_trials`` is a target for the study: trials already ``COMPLETE`` or ``PRUNED`` count,
+    whoever ran them, so a resumed study only runs the remainder and several workers on one
+    storage share it. A trial starts only while finished plus running trials are fewer than
+    ``n_trials``; a trial enqueued again after its worker died (heartbeat) runs first. A
+    failing trial is recorded as ``FAIL`` and the work goes on.
+
+    The call ends when the study is done, after ``max_trials`` trials of its own (default:
+    the trials missing when it started, so a trial that always fails cannot loop), or after
+    ``params.timeout`` seconds. With heartbeats on, a worker that has nothing to start waits
+    while other trials run: one may die, and its trial is then retried here. The worker that
+    leaves while no trial runs closes the tracker's record of the study.
+
+    Args:
+        study: from :func:`create_study`.
+        params: the ``tune`` section.
+        objective_fn: ``(trial_params, report) -> final validation metric``.
+        tracker: records the study and each trial (e.g. in MLflow); None records nothing.
+        progress: print one line per trial to stderr.
+        max_trials: at most this many trials of this call.
+
+    Returns:
+        The :class:`StudyResult` of the whole study.
+
+    Raises:
+        KeyboardInterrupt: re-raised after the trial's and (if last) the study's records
+            were closed.
+    """
+    live = liveness(params)
+    heartbeat = live.heartbeat_interval is not None
+    remaining, notes = _missing(study, params)
+    budget = remaining if max_trials is None else max_trials
+    deadline = None if params.timeout is None else time.monotonic() + params.timeout
 
     def objective(trial: optuna.Trial) -> float:
         return trial_objective(trial, params, objective_fn, tracker)
 
-    scope = tracker.study(study, params) if tracker is not None else nullcontext()
-    with scope:
-        if remaining:
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=params.timeout,
-                catch=(Exception,),
-                # Other workers on a shared storage may finish the remainder first.
-                callbacks=[MaxTrialsCallback(params.n_trials, states=_DONE)],
-                show_progress_bar=progress,
-            )
-        if tracker is not None:
-            notes.extend(tracker.notes)
-        result = _result(study, tracker.run_id if tracker is not None else None, notes)
-        if tracker is not None:
-            tracker.summary(study, result)
+    if tracker is not None:
+        with study_lock(params, "parent-run"):
+            tracker.join(study, params)
+    ran, error = 0, None
+    try:
+        while True:
+            raise_if_requested()
+            done, running = _poll(study, heartbeat)
+            may_run = ran < budget and (deadline is None or time.monotonic() < deadline)
+            if may_run and done + running < params.n_trials:
+                ended: list[FrozenTrial] = []
+                study.optimize(
+                    objective,
+                    n_trials=1,
+                    catch=(Exception,),
+                    callbacks=[lambda _, t, ended=ended: ended.append(t)],
+                )
+                ran += 1
+                if progress and ended:
+                    _progress_line(study, params, ended[0])
+            elif may_run and running and heartbeat:
+                time.sleep(min(float(live.heartbeat_interval or 1), 5.0))
+            else:
+                break
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        result = _leave(study, params, tracker, notes, error)
+    return result
+
+
+def _leave(
+    study: optuna.Study,
+    params: TuneParams,
+    tracker: StudyTracker | None,
+    notes: list[str],
+    error: BaseException | None,
+) -> StudyResult:
+    """The result; the last worker out (no trial running) closes the study's record."""
+    if tracker is None:
+        return _result(study, None, notes)
+    with study_lock(params, "parent-run"):
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if running:
+            notes.append(f"{running} trial(s) still running in other workers: they close the study")
+        notes.extend(tracker.notes)
+        result = _result(study, tracker.run_id, notes)
+        if not running:
+            tracker.close(study, result, error)
     return result
 
 
