@@ -66,8 +66,15 @@ def _repro(proj: Path, target: str, log: Path) -> int:
     return _start(proj, target, log).wait(timeout=_WAIT_S)
 
 
-def _interrupt_when(proj: Path, target: str, log: Path, ready: Callable[[], bool]) -> int:
-    """Start ``dvc repro target``; SIGINT its process group once ``ready()``; its exit code."""
+def _interrupt_when(
+    proj: Path,
+    target: str,
+    log: Path,
+    ready: Callable[[], bool],
+    sig: signal.Signals = signal.SIGINT,  # what Ctrl-C in a terminal sends
+) -> int:
+    """Start ``dvc repro target``; send ``sig`` to its process group once ``ready()``; its
+    exit code."""
     proc = _start(proj, target, log)
     deadline = time.monotonic() + _WAIT_S
     try:
@@ -77,8 +84,17 @@ def _interrupt_when(proj: Path, target: str, log: Path, ready: Callable[[], bool
             if time.monotonic() > deadline:
                 pytest.fail(f"dvc repro {target} never became ready:\n{log.read_text()}")
             time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        return proc.wait(timeout=120)
+        os.killpg(proc.pid, sig)
+        code = proc.wait(timeout=120)
+        # DVC may exit before the stage it ran has closed its runs: wait for the whole group.
+        group_deadline = time.monotonic() + 120
+        while time.monotonic() < group_deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        return code
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -126,20 +142,22 @@ def test_interrupted_repro_resumes_the_study_and_the_training(
     assert len({t[0] for t in _trials(proj)}) == 1
     text = log.read_text()
     assert "resumed: " in text
-    assert "interrupted: finished trials and epoch checkpoints are kept" in text
+    assert "interrupted (SIGINT): finished trials and epoch checkpoints are kept" in text
     assert 'pipelines/tune.py", line' not in text  # Ctrl-C: one line, not a stack trace
 
     # --- train: interrupted after an epoch checkpoint, then run again -----------------------
     def checkpointed() -> bool:
         return any((proj / "cache" / "checkpoints").glob("*/checkpoint.pt"))
 
-    code = _interrupt_when(proj, "train", log, checkpointed)
+    # SIGTERM this time: what schedulers and `docker stop` send is handled like Ctrl-C.
+    code = _interrupt_when(proj, "train", log, checkpointed, signal.SIGTERM)
     assert code != 0
     assert not (proj / "models" / "run.json").exists()
     (run_id_file,) = (proj / "cache" / "checkpoints").glob("*/mlflow_run_id")
     first_run = run_id_file.read_text().strip()
     mlflow.set_tracking_uri(_env(proj)["MLFLOW_TRACKING_URI"])
     assert MlflowClient().get_run(first_run).info.status == "KILLED"
+    assert "interrupted (SIGTERM): finished trials and epoch checkpoints" in log.read_text()
 
     done = _repro(proj, "train", log)
     assert done == 0, log.read_text()

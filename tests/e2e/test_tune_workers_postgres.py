@@ -146,7 +146,15 @@ def running_mlflow_server(postgres: Postgres) -> Iterator[str]:
 def prepared_project(root: Path) -> Path:
     """A copy of the pipeline with a tiny prepared and split dataset (random sampler, no
     pruning, 1-epoch trials)."""
-    from conftest import copy_project, tiny_params  # tests/ is on sys.path
+    import importlib.util
+
+    # tests/conftest.py by path: a bare `import conftest` may find tests/unit/conftest.py.
+    spec = importlib.util.spec_from_file_location(
+        "facelens_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
+    )
+    shared = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shared)
+    copy_project, tiny_params = shared.copy_project, shared.tiny_params
 
     params = tiny_params()
     params["tune"].update({"pruner": "none", "sampler": "random", "train_fraction": 1.0})

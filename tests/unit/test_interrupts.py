@@ -15,12 +15,15 @@ from facelens import interrupts
 
 @pytest.fixture
 def installed():
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     interrupts._requested.clear()
+    interrupts._received.clear()
     interrupts.install()
     yield
-    signal.signal(signal.SIGINT, previous)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     interrupts._requested.clear()
+    interrupts._received.clear()
 
 
 def test_without_install_the_checks_do_nothing() -> None:
@@ -37,6 +40,34 @@ def test_sigint_still_raises_and_is_recorded(installed) -> None:
     assert interrupts.requested()
     with pytest.raises(KeyboardInterrupt):
         interrupts.raise_if_requested()
+
+
+def test_sigterm_is_handled_like_ctrl_c(installed) -> None:
+    """What schedulers and ``docker stop`` send stops the stage at a safe point, like Ctrl-C."""
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    assert interrupts.requested() and interrupts.signal_name() == "SIGTERM"
+
+
+def test_run_stage_names_the_signal_and_exits_like_a_shell(installed, capsys) -> None:
+    from facelens.stages.common import run_stage
+
+    def stopped(sig: int):
+        def main() -> None:
+            os.kill(os.getpid(), sig)
+            for _ in range(1000):
+                pass
+
+        return main
+
+    assert run_stage(stopped(signal.SIGINT)) == 130
+    assert "interrupted (SIGINT)" in capsys.readouterr().err
+    interrupts._received.clear()
+    assert run_stage(stopped(signal.SIGTERM)) == 143
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted (SIGTERM)" in err
 
 
 def test_an_interrupt_swallowed_by_a_gc_callback_is_raised_at_the_next_check(

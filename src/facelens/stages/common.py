@@ -36,9 +36,9 @@ def run_stage(main: Callable[[], None]) -> int:
     """Run a stage's ``main``; a :class:`FaceLensError` becomes one line on stderr and exit
     code 1, any other exception propagates with its traceback.
 
-    Ctrl-C (SIGINT) becomes one line and exit code 130: work already saved (finished Optuna
-    trials, epoch checkpoints, MLflow runs closed as ``KILLED``) is kept, and ``dvc repro``
-    resumes from it.
+    Ctrl-C (SIGINT) becomes one line and exit code 130, SIGTERM (schedulers, ``docker
+    stop``) the same line and exit code 143: work already saved (finished Optuna trials, epoch
+    checkpoints, MLflow runs closed as ``KILLED``) is kept, and ``dvc repro`` resumes from it.
     """
     interrupts.install()
     try:
@@ -47,12 +47,13 @@ def run_stage(main: Callable[[], None]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        name = interrupts.signal_name()
         print(
-            "interrupted: finished trials and epoch checkpoints are kept; "
+            f"interrupted ({name}): finished trials and epoch checkpoints are kept; "
             "run `dvc repro` again to resume",
             file=sys.stderr,
         )
-        return 130
+        return 143 if name == "SIGTERM" else 130
     return 0
 
 
