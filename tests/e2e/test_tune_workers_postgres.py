@@ -149,11 +149,15 @@ def prepared_project(root: Path) -> Path:
     import importlib.util
 
     # tests/conftest.py by path: a bare `import conftest` may find tests/unit/conftest.py.
-    spec = importlib.util.spec_from_file_location(
-        "facelens_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
-    )
-    shared = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shared)
+    name = "facelens_tests_conftest"
+    shared = sys.modules.get(name)
+    if shared is None:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[1] / "conftest.py"
+        )
+        shared = importlib.util.module_from_spec(spec)
+        sys.modules[name] = shared  # dataclasses look their module up there
+        spec.loader.exec_module(shared)
     copy_project, tiny_params = shared.copy_project, shared.tiny_params
 
     params = tiny_params()

@@ -362,3 +362,60 @@ def test_compiled_training_matches_eager() -> None:
     (eager_losses, eager_pred), (compiled_losses, compiled_pred) = results
     assert compiled_losses == pytest.approx(eager_losses, rel=1e-2)
     np.testing.assert_allclose(compiled_pred, eager_pred, rtol=2e-2, atol=2e-2)
+
+
+class _Hostile:
+    """Unpickling this would create ``marker`` (what a malicious checkpoint does)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "hostile", "both"])
+def test_an_unreadable_checkpoint_falls_back_and_never_runs_code(
+    tmp_path: Path, damage: str
+) -> None:
+    """Checkpoint cut short (a full disk) or replaced by a pickle that would run code: the
+    payload never runs; training resumes from the previous epoch's checkpoint with a warning
+    (or starts over when neither is readable) and ends as an uninterrupted run does."""
+    train, val = _datasets(n=12)
+    params = TrainParams(epochs=3, batch_size=6, augment=0.0, seed=5)
+    full = fit(_model(), train, val, params, "expression", progress=False)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            _model(),
+            train,
+            val,
+            params,
+            "expression",
+            callbacks=[_Recorder(stop_after=2)],
+            checkpoint_dir=ckpt,
+            progress=False,
+        )
+    current, previous = ckpt / "checkpoint.pt", ckpt / "checkpoint.prev.pt"
+    assert current.is_file() and previous.is_file()
+    marker = tmp_path / "payload-ran"
+    if damage in ("truncated", "both"):
+        current.write_bytes(current.read_bytes()[: current.stat().st_size // 3])
+    if damage in ("hostile", "both"):
+        torch.save({"epoch": 2, "evil": _Hostile(marker)}, current)
+    if damage == "both":
+        previous.write_bytes(b"")
+    with pytest.warns(UserWarning) as caught:
+        resumed = fit(  # the same init as `full`, which matters when training starts over
+            _model(), train, val, params, "expression", checkpoint_dir=ckpt, progress=False
+        )
+    message = str(caught[-1].message)
+    assert not marker.exists()  # weights_only loading never ran the payload
+    if damage == "both":
+        assert "starting over" in message and resumed.resumed_from == 0
+    else:
+        assert "resuming from checkpoint.prev.pt (epoch 1)" in message
+        assert resumed.resumed_from == 1
+    assert [e.train_loss for e in resumed.epochs] == pytest.approx(
+        [e.train_loss for e in full.epochs]
+    )

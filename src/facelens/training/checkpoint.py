@@ -2,12 +2,18 @@
 
 ``checkpoint.pt`` holds the model, optimizer, scheduler, epoch, history and RNG states; the
 best weights so far live beside it in ``best-epoch<N>.pt``, written before the checkpoint that
-refers to them. A checkpoint resumes only a run with the same task and params (except those in
-``_RESUME_FREE``).
+refers to them. The checkpoint it replaces is kept as ``checkpoint.prev.pt`` (with its best
+weights), so a checkpoint that cannot be read (truncated by a full disk, corrupted, or a
+hostile pickle that ``weights_only`` loading refuses) falls back to the previous epoch with a
+warning, or, without a readable one, to a fresh start. A checkpoint resumes only a run with the
+same task and params (except those in ``_RESUME_FREE``).
 """
 
 from __future__ import annotations
 
+import pickle
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +31,14 @@ __all__ = ["CHECKPOINT_NAME", "TrainState", "cpu_state", "restore_checkpoint", "
 
 #: File name of the checkpoint in a run's checkpoint folder.
 CHECKPOINT_NAME = "checkpoint.pt"
+#: The checkpoint before the last one, kept until the next one is written.
+PREVIOUS_NAME = "checkpoint.prev.pt"
 _CKPT_FORMAT = 1
-# Params that may differ between an interrupted run and its resumption.
-_RESUME_FREE = ("num_threads",)
+# Params that may differ between an interrupted run and its resumption (they change speed,
+# not what is learnt; keys absent from older checkpoints count as equal).
+_RESUME_FREE = ("num_threads", "compile", "deterministic")
+# What torch.load raises for a file that is not a readable checkpoint.
+_UNREADABLE = (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError)
 
 
 @dataclass
@@ -43,6 +54,9 @@ class TrainState:
     best_state: dict[str, Tensor] | None = None
     #: Gradient scaler of fp16 training on CUDA (None otherwise); checkpointed with the rest.
     scaler: torch.amp.GradScaler | None = None
+    #: Best epoch recorded by the checkpoint on disk (its best-weights file is kept while
+    #: that checkpoint is the fallback ``checkpoint.prev.pt``).
+    saved_best_epoch: int = 0
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -72,6 +86,9 @@ def save_checkpoint(
     best_path = _best_file(path, history.best_epoch)
     if state.best_state is not None and history.best_epoch == epoch:
         _atomic_save(state.best_state, best_path)  # before the checkpoint that refers to it
+    if path.is_file():
+        path.replace(path.with_name(PREVIOUS_NAME))  # the fallback, should this write be lost
+    keep = {best_path, _best_file(path, state.saved_best_epoch)}
     _atomic_save(
         {
             "format": _CKPT_FORMAT,
@@ -89,8 +106,9 @@ def save_checkpoint(
         path,
     )
     for stale in path.parent.glob("best-epoch*.pt"):
-        if stale != best_path:
+        if stale not in keep:
             stale.unlink(missing_ok=True)
+    state.saved_best_epoch = history.best_epoch
 
 
 def _check_compatible(path: Path, ckpt: dict[str, Any], params: TrainParams, task: str) -> None:
@@ -99,8 +117,9 @@ def _check_compatible(path: Path, ckpt: dict[str, Any], params: TrainParams, tas
             f"{path} has checkpoint format {ckpt.get('format')}; expected {_CKPT_FORMAT}"
         )
     want = _resume_params(params)
-    if ckpt["params"] != want or ckpt["task"] != task:
-        diff = sorted(k for k in want if ckpt["params"].get(k) != want[k])
+    stored = {k: v for k, v in ckpt["params"].items() if k not in _RESUME_FREE}
+    if stored != want or ckpt["task"] != task:
+        diff = sorted(k for k in want if stored.get(k) != want[k])
         raise ModelFileError(
             f"checkpoint {path} was written for task {ckpt['task']!r} with different params "
             f"(differing: {diff or ['task']}); delete {path.parent} or pass resume=False"
@@ -113,6 +132,11 @@ def restore_checkpoint(
     """Load the checkpoint at ``path`` into ``model`` and ``state`` (optimizer, scheduler,
     history, best weights, the global torch RNG and ``state.gen``).
 
+    A checkpoint (or its best weights) that cannot be read falls back to
+    ``checkpoint.prev.pt`` with a warning; when neither can be read, training starts over
+    (epoch 1) with a warning. Nothing in an unreadable file is executed: files load with
+    ``weights_only=True``.
+
     Returns:
         The first epoch still to run.
 
@@ -120,8 +144,50 @@ def restore_checkpoint(
         ModelFileError: another checkpoint format, or one written for other params or task.
         MissingInputError: the best-weights file the checkpoint refers to is missing.
     """
+    problems: list[str] = []
+    for candidate in (path, path.with_name(PREVIOUS_NAME)):
+        if not candidate.is_file():
+            continue
+        try:
+            ckpt, best = _read(candidate)
+        except _UNREADABLE as exc:
+            problems.append(f"{candidate.name}: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        _check_compatible(candidate, ckpt, params, task)
+        if problems:
+            warnings.warn(
+                f"unreadable checkpoint ({'; '.join(problems)}); resuming from "
+                f"{candidate.name} (epoch {ckpt['epoch']}) in {path.parent}",
+                stacklevel=2,
+            )
+        return _load(ckpt, best, model, state)
+    warnings.warn(
+        f"no readable checkpoint in {path.parent} ({'; '.join(problems)}); starting over",
+        stacklevel=2,
+    )
+    return 1
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor] | None]:
+    """A checkpoint and the best weights it refers to (``weights_only`` loads)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    _check_compatible(path, ckpt, params, task)
+    if not isinstance(ckpt, dict) or "epoch" not in ckpt:
+        raise ValueError("not a facelens checkpoint")
+    best_epoch = int(ckpt.get("history", {}).get("best_epoch") or 0)
+    if not best_epoch:
+        return ckpt, None
+    best_path = _best_file(path, best_epoch)
+    if not best_path.is_file():
+        raise MissingInputError(
+            f"checkpoint {path} refers to {best_path.name}, which is missing; "
+            f"delete {path.parent} or pass resume=False to start over"
+        )
+    return ckpt, torch.load(best_path, map_location="cpu", weights_only=True)
+
+
+def _load(
+    ckpt: dict[str, Any], best: dict[str, Tensor] | None, model: FaceVGG, state: TrainState
+) -> int:
     model.load_state_dict(ckpt["model"])
     state.opt.load_state_dict(ckpt["optimizer"])
     state.sched.load_state_dict(ckpt["scheduler"])
@@ -130,13 +196,6 @@ def restore_checkpoint(
     if state.scaler is not None and "scaler" in ckpt:
         state.scaler.load_state_dict(ckpt["scaler"])
     state.history = History.from_dict(ckpt["history"])
-    state.best_state = None
-    if state.history.best_epoch:
-        best_path = _best_file(path, state.history.best_epoch)
-        if not best_path.is_file():
-            raise MissingInputError(
-                f"checkpoint {path} refers to {best_path.name}, which is missing; "
-                f"delete {path.parent} or pass resume=False to start over"
-            )
-        state.best_state = torch.load(best_path, map_location="cpu", weights_only=True)
+    state.best_state = best
+    state.saved_best_epoch = state.history.best_epoch
     return int(ckpt["epoch"]) + 1
