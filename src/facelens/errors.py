@@ -24,6 +24,7 @@ __all__ = [
     "RunReferenceError",
     "SourceError",
     "StageError",
+    "TrainingDiverged",
     "WeightsUnavailable",
 ]
 
@@ -80,6 +81,11 @@ class NoFaceFound(FaceLensError, ValueError):
 
 class StageError(FaceLensError, RuntimeError):
     """A stage cannot produce its outputs; the message says why and what to do."""
+
+
+class TrainingDiverged(FaceLensError, FloatingPointError):
+    """The training loss became NaN or infinite; the last epoch's checkpoint is kept and the
+    message names the epoch, the batch and what to change."""
 
 
 class RunReferenceError(FaceLensError, ValueError):

@@ -419,3 +419,34 @@ def test_an_unreadable_checkpoint_falls_back_and_never_runs_code(
     assert [e.train_loss for e in resumed.epochs] == pytest.approx(
         [e.train_loss for e in full.epochs]
     )
+
+
+def test_a_diverging_loss_stops_with_one_message_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NaN loss (injected in epoch 2) stops training with a TrainingDiverged naming the
+    epoch and what to change; epoch 1's checkpoint stays, and a rerun resumes from it."""
+    import facelens.training.loop as loop
+    from facelens.errors import TrainingDiverged
+
+    train, val = _datasets(n=12)
+    params = TrainParams(epochs=3, batch_size=6, augment=0.0, seed=6)
+    real = loop.task_loss
+    calls = {"n": 0}
+
+    def diverging(task, out, y, smoothing=0.0):
+        loss = real(task, out, y, smoothing)
+        if not out.requires_grad:  # a validation pass
+            return loss
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == 3 else loss  # epoch 2, batch 1
+
+    monkeypatch.setattr(loop, "task_loss", diverging)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2/3, batch 1 .*lr"):
+        fit(_model(), train, val, params, "expression", checkpoint_dir=ckpt, progress=False)
+    saved = torch.load(ckpt / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1
+    monkeypatch.setattr(loop, "task_loss", real)
+    resumed = fit(_model(), train, val, params, "expression", checkpoint_dir=ckpt, progress=False)
+    assert resumed.resumed_from == 1 and len(resumed.epochs) == 3

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from facelens.tracking.study import PARENT_RUN_ATTR, MlflowStudyTracker
 from facelens.tuning.params import SearchSpace, TuneParams
-from facelens.tuning.study import create_study, redact_url, run_study
+from facelens.tuning.study import FAIL_REASON_ATTR, create_study, redact_url, run_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -131,6 +131,8 @@ def test_failed_trial_is_recorded_and_study_goes_on(mlflow_store, tmp_path) -> N
     assert failed.info.status == "FAILED"
     assert "CUDA out of memory" in failed.data.tags["error"]
     assert [c.data.tags["state"] for c in children] == ["COMPLETE", "FAIL", "COMPLETE"]
+    (trial,) = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert trial.user_attrs[FAIL_REASON_ATTR] == "RuntimeError: CUDA out of memory"
     assert MlflowClient().get_run(result.parent_run_id).info.status == "FINISHED"
 
 
@@ -149,6 +151,8 @@ def test_nan_objective_is_a_failure(mlflow_store, tmp_path) -> None:
     assert any("no complete trial" in n for n in result.notes)
     (child,) = _children(result.parent_run_id)
     assert child.data.tags["state"] == "FAIL"
+    (trial,) = study.trials
+    assert "the objective returned nan" in trial.user_attrs[FAIL_REASON_ATTR]
 
 
 def test_resume_runs_only_the_remainder_in_the_same_parent(mlflow_store, tmp_path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from facelens.device import DevicePolicy, model_device
+from facelens.errors import TrainingDiverged
 from facelens.interrupts import raise_if_requested
 from facelens.models.vgg import FaceVGG
 from facelens.training.metrics import classification_report, regression_report
@@ -112,7 +115,7 @@ def train_epoch(
         disable=not progress,
         leave=False,
     )
-    for idx in bar:
+    for step, idx in enumerate(bar, 1):
         raise_if_requested()
         x, y = source.batch(idx, gen)
         x = x.to(policy.device, non_blocking=True)
@@ -120,6 +123,14 @@ def train_epoch(
         with policy.autocast():
             out = source.forward(model, x)
         loss = task_loss(task, out.float(), y, params.label_smoothing)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"training diverged: the loss became {value} in {desc}, batch {step} "
+                f"(lr {sched.get_last_lr()[0]:.3g}, precision {params.precision}); the last "
+                "finished epoch's checkpoint is kept. Lower train.lr, use precision fp32, or "
+                "check the data"
+            )
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -129,6 +140,6 @@ def train_epoch(
             scaler.step(opt)
             scaler.update()
         sched.step()
-        total += float(loss.detach()) * len(idx)
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        total += value * len(idx)
+        bar.set_postfix(loss=f"{value:.4f}")
     return total

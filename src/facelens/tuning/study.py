@@ -36,6 +36,7 @@ from facelens.tuning.space import suggest
 from facelens.tuning.storage import StaleTrialFn, liveness, make_storage, redact_url, study_lock
 
 __all__ = [
+    "FAIL_REASON_ATTR",
     "ObjectiveFn",
     "ReportFn",
     "StudyResult",
@@ -199,6 +200,10 @@ def _check_value(value: Any) -> float:
     return out
 
 
+#: User attribute of a failed trial: the exception that failed it (type and message).
+FAIL_REASON_ATTR = "fail_reason"
+
+
 def trial_objective(
     trial: optuna.Trial,
     params: TuneParams,
@@ -227,7 +232,13 @@ def trial_objective(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch}")
 
-        value = _check_value(objective_fn(dict(trial_params), report))
+        try:
+            value = _check_value(objective_fn(dict(trial_params), report))
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # the study records FAIL; say why where Optuna users look
+            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(exc).__name__}: {exc}"[:1000])
+            raise
         if recorder is not None:
             recorder.complete(value)
     return value
