@@ -13,7 +13,8 @@ from mlflow import MlflowClient
 
 from facelens.tracking.study import PARENT_RUN_ATTR, MlflowStudyTracker
 from facelens.tuning.params import SearchSpace, TuneParams
-from facelens.tuning.study import FAIL_REASON_ATTR, create_study, redact_url, run_study
+from facelens.tuning.study import create_study, redact_url, run_study
+from facelens.tuning.trial import FAIL_REASON_ATTR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -16,11 +16,10 @@ This module never imports MLflow: recording enters through a :class:`StudyTracke
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -32,32 +31,24 @@ from facelens.errors import ConfigError
 from facelens.interrupts import raise_if_requested
 from facelens.tuning.params import TuneParams
 from facelens.tuning.samplers import make_pruner, make_sampler
-from facelens.tuning.space import suggest
 from facelens.tuning.storage import StaleTrialFn, liveness, make_storage, redact_url, study_lock
+from facelens.tuning.trial import ObjectiveFn, TrialTracker, trial_objective
 
 __all__ = [
-    "FAIL_REASON_ATTR",
-    "ObjectiveFn",
-    "ReportFn",
     "StudyResult",
     "StudyTracker",
-    "TrialTracker",
     "create_study",
     "make_pruner",
     "make_sampler",
     "redact_url",
     "run_study",
     "study_name_for",
-    "trial_objective",
 ]
 
 _log = logging.getLogger(__name__)
 
 #: Trials that count toward ``n_trials``; failed trials are retried by a later call.
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
-
-ReportFn = Callable[[int, float], None]
-ObjectiveFn = Callable[[dict[str, Any], ReportFn], float]
 
 
 @dataclass
@@ -77,18 +68,6 @@ class StudyResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable copy."""
         return asdict(self)
-
-
-class TrialTracker(Protocol):
-    """Records one trial while it runs (yielded by :meth:`StudyTracker.trial`)."""
-
-    def epoch(self, epoch: int, value: float) -> None:
-        """The objective after ``epoch`` (finite values only)."""
-        ...
-
-    def complete(self, value: float) -> None:
-        """The trial finished with ``value``."""
-        ...
 
 
 class StudyTracker(Protocol):
@@ -188,60 +167,6 @@ def create_study(
     offset = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(params, offset=offset, worker=worker)
     return study
-
-
-def _check_value(value: Any) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"the objective must return a number, got {type(value).__name__}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"the objective returned {out}; a finite validation metric is needed")
-    return out
-
-
-#: User attribute of a failed trial: the exception that failed it (type and message).
-FAIL_REASON_ATTR = "fail_reason"
-
-
-def trial_objective(
-    trial: optuna.Trial,
-    params: TuneParams,
-    objective_fn: ObjectiveFn,
-    tracker: StudyTracker | None = None,
-) -> float:
-    """Run one trial: suggest, train through ``objective_fn``, record it with ``tracker``.
-
-    Returns:
-        The final validation metric.
-
-    Raises:
-        optuna.TrialPruned: the pruner stopped the trial.
-        Exception: whatever ``objective_fn`` raised (the trial is then ``FAIL``).
-    """
-    raise_if_requested()
-    trial_params = suggest(trial, params.space)
-    scope = tracker.trial(trial, trial_params) if tracker is not None else nullcontext(None)
-    with scope as recorder:
-
-        def report(epoch: int, value: float) -> None:
-            value = float(value)
-            trial.report(value, step=int(epoch))
-            if recorder is not None and math.isfinite(value):
-                recorder.epoch(int(epoch), value)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch}")
-
-        try:
-            value = _check_value(objective_fn(dict(trial_params), report))
-        except optuna.TrialPruned:
-            raise
-        except Exception as exc:  # the study records FAIL; say why where Optuna users look
-            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(exc).__name__}: {exc}"[:1000])
-            raise
-        if recorder is not None:
-            recorder.complete(value)
-    return value
 
 
 def _counts(study: optuna.Study) -> dict[TrialState, int]:
