@@ -71,7 +71,7 @@ def _dataset(images: torch.Tensor, augment: float) -> FaceDataset:
 def path_rates(size, batch, precision, device, root, min_s) -> dict[str, float]:
     """img/s of predict (evaluate), the manifold embeddings and the served model's forward."""
     model, meta = _exported(size, root, device)
-    images = _images(batch * 4, size)
+    images = _images(batch * 2, size)
     ds = _dataset(images, 0.0)
     policy = DevicePolicy(device, precision)  # type: ignore[arg-type]
     n = len(images)
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gemm-n", type=int, default=2048)
     ap.add_argument("--min-seconds", type=float, default=3.0)
     ap.add_argument("--no-pipeline", action="store_true", help="skip the input pipeline check")
+    ap.add_argument("--only-pipeline", action="store_true", help="skip the forward paths")
     args = ap.parse_args(argv)
     device = DevicePolicy.resolve(args.device).device
     precisions = args.precisions or ["fp32", "bf16"]
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                 ModelParams(arch="vgg16_bn", weights="none", input_size=size), num_outputs=7
             )
             flops = forward_flops(probe.to(device), size, device)
-            for batch in args.batch:
+            for batch in [] if args.only_pipeline else args.batch:
                 for p in precisions:
                     rates = path_rates(size, batch, p, device, Path(tmp), args.min_seconds)
                     for path, rate in rates.items():
