@@ -225,13 +225,17 @@ def test_explain_stage_writes_reports_and_logs_them_to_the_train_run(
     assert [EXPRESSIONS.index(n) for n in cams["target_name"]] == cams["target_index"].tolist()
 
     # faithfulness_details.json: what the stage returned, strict JSON, every check present;
-    # faithfulness.json: the compact numbers for `dvc metrics`.
+    # faithfulness.json: the headline method's numbers only, for `dvc metrics`; every method's
+    # in the details' `methods` table.
     assert json.loads((tmp_path / "f_details.json").read_text()) == summary
     compact = json.loads(metrics.read_text())
     assert compact == faithfulness_metrics(summary)
-    assert compact["layer"] == "block4" and set(compact["methods"]) == set(summary["sanity"])
-    assert compact["methods"]["gradcam"]["sanity_spearman"] == pytest.approx(
-        summary["sanity"]["gradcam"]["spearman_mean"]
+    assert set(compact) == {"lift", "sanity_rho", "road"}
+    assert compact["sanity_rho"] == pytest.approx(summary["sanity"]["gradcam"]["spearman_mean"])
+    assert compact["lift"] == pytest.approx(summary["localization"]["gradcam"]["mean_lift"])
+    assert set(summary["methods"]) == set(summary["sanity"])
+    assert summary["methods"]["eigencam"]["sanity_spearman"] == pytest.approx(
+        summary["sanity"]["eigencam"]["spearman_mean"]
     )
     # layer auto at 32 px: block 5's maps would be 2x2, so block 4 (and up) is explained
     assert summary["meta"]["layer"] == "block4"
@@ -292,6 +296,7 @@ def test_explain_without_masks_skips_localization_with_a_note(tiny: Tiny, tmp_pa
     assert "localization" not in summary
     assert any("localization skipped" in n for n in summary["meta"]["notes"])
     assert summary["headline"]["localization_lift"] is None
+    assert "lift" not in json.loads((tmp_path / "f.json").read_text())  # absent, not null
     assert summary["sanity"]["gradcam"]["n_images"] > 0
 
 
@@ -364,8 +369,8 @@ def test_manifold_stage_writes_logs_and_aligns_later_runs(
     assert {"penultimate_pca.png", "penultimate_tsne.png", "manifold.html", "layouts.csv"} <= plots
     assert json.loads((tmp_path / "a" / "metrics_details.json").read_text()) == first
     compact = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert compact == manifold_metrics(first) and set(compact) == {"layouts"}
-    assert "silhouette_per_class" not in compact["layouts"]["penultimate/pca"]
+    assert compact == manifold_metrics(first)  # the main layout (first method) only
+    assert compact == {"trust": first["layouts"]["penultimate/pca"]["trustworthiness"]}
     html = (tmp_path / "a" / "plots" / "manifold.html").read_text()
     thumbs = json.loads(html.split("var FL_THUMBS=", 1)[1].split(";var FL_INFO=", 1)[0])
     assert len(thumbs) == first["meta"]["n_points"]  # one hover thumbnail per point
@@ -446,7 +451,7 @@ def test_pipeline_scripts_run_with_default_methods(tiny: Tiny, store: str, tmp_p
     assert faith["sanity"]["scorecam"]["n_images"] == 1  # ScoreCAM only on scorecam_images
     assert np.load(out / "explain/maps/cams_scorecam.npz")["cams"].shape == (1, SIZE, SIZE)
     assert (out / "explain/figures/cam_grid_gradcampp.png").is_file()
-    manifold = json.loads((out / "manifold/metrics.json").read_text())
+    manifold = json.loads((out / "manifold/metrics_details.json").read_text())
     assert set(manifold["layouts"]) == {f"penultimate/{m}" for m in raw["manifold"]["methods"]}
     assert (out / "manifold/plots/penultimate_umap.png").is_file()
     metrics = MlflowClient().get_run(run_id).data.metrics

@@ -56,9 +56,9 @@ def run(
     atomically (``<embedding>_<method>.png`` coloured by expression, by
     ``manifold.colour_attribute`` and by identity; ``manifold.html``, interactive with
     thumbnails; ``layouts.csv``), ``metrics_path``
-    (:func:`~facelens.manifold.features.compact_metrics`, for ``dvc metrics``) and the full document beside it (``metrics_details.json``); logs all of it to
-    the train run under
-    ``manifold/`` with metrics ``manifold.<embedding>.<method>.<metric>``.
+    (:func:`~facelens.manifold.features.compact_metrics`, the headline for ``dvc metrics``)
+    and the full document beside it (``metrics_details.json``); logs all of it to the train
+    run under ``manifold/`` with metrics ``manifold.<embedding>.<method>.<metric>``.
 
     Args:
         params: all params (``manifold`` and ``tracking`` are used).
