@@ -278,6 +278,27 @@ def test_explain_stage_writes_reports_and_logs_them_to_the_train_run(
     assert "explain/maps/cams_gradcam.npz" in _artifacts(run_id, "explain/maps")
 
 
+def test_guided_gradcam_runs_every_check_like_the_other_methods(tiny: Tiny) -> None:
+    from facelens.data.dataset import FaceDataset
+
+    model, meta = load_exported(tiny.model)
+    (test,) = load_splits(tiny.prepared, tiny.splits, ("test",))
+    params = _params(methods=("gradcam", "guidedgradcam")).explain
+    rows = select_probes(test, "expression", params)
+    probes = FaceDataset(rows, tiny.prepared, "expression", SIZE)
+    result = explain_probes(model, meta, probes, params)
+    summary = result.summary
+    for check in ("sanity", "deletion", "localization"):
+        assert "guidedgradcam" in summary[check], check
+    assert summary["sanity"]["guidedgradcam"]["n_images"] == len(rows)
+    assert {"cam_grid_guidedgradcam.png", "sanity_guidedgradcam.png"} <= set(result.figures)
+    guided = result.arrays["cams_guidedgradcam.npz"]["cams"]
+    grad = result.arrays["cams_gradcam.npz"]["cams"]
+    assert guided.shape == grad.shape and float(guided.max()) == pytest.approx(1.0, abs=1e-3)
+    assert not np.allclose(guided, grad)  # pixel-level, not the coarse Grad-CAM map
+    assert summary["methods"]["guidedgradcam"]["sanity_passed"] in (True, False)
+
+
 def test_explain_without_masks_skips_localization_with_a_note(tiny: Tiny, tmp_path: Path) -> None:
     splits = tmp_path / "splits"
     shutil.copytree(tiny.splits, splits)
