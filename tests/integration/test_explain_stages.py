@@ -116,6 +116,18 @@ def _artifacts(run_id: str, path: str) -> set[str]:
     return {a.path for a in MlflowClient().list_artifacts(run_id, path)}
 
 
+def _image_keys(run_id: str) -> dict[str, list[int]]:
+    """MLflow image key -> steps, from the files ``mlflow.log_image(key=...)`` writes
+    (``images/<key with / as ~>+step+<step>+timestamp+...png``; the client has no reader)."""
+    keys: dict[str, list[int]] = {}
+    for path in _artifacts(run_id, "images"):
+        name = path.removeprefix("images/")
+        if name.endswith(".png") and "+step+" in name:
+            key, rest = name.split("+step+", 1)
+            keys.setdefault(key.replace("~", "/"), []).append(int(rest.split("+", 1)[0]))
+    return keys
+
+
 def _params(**explain: object) -> Params:
     base = {
         "methods": ("gradcam", "eigencam"),  # ScoreCAM (slow) runs in the slow script test
@@ -276,6 +288,10 @@ def test_explain_stage_writes_reports_and_logs_them_to_the_train_run(
         "explain/maps",
     } <= top
     assert "explain/maps/cams_gradcam.npz" in _artifacts(run_id, "explain/maps")
+    # One chart-view image per (method, true class of the probes), keys stable across runs.
+    want = {f"cam/{m}/{EXPRESSIONS[c]}" for m in ("gradcam", "eigencam") for c in classes}
+    assert _image_keys(run_id) == {k: [0] for k in want}
+    assert run.data.tags["mlflow.loggedImages"] == "True"
 
 
 def test_guided_gradcam_runs_every_check_like_the_other_methods(tiny: Tiny) -> None:
@@ -346,6 +362,12 @@ def test_explain_attributes_task_uses_signed_attribute_targets(tiny: Tiny) -> No
     assert {"cam_grid_gradcam.png", "sanity_gradcam.png"} <= set(result.figures)
     assert sum(name.startswith("method_grid_") for name in result.figures) == 3
     assert "explain.deletion.gradcam.road_combined" in result.metrics()
+    # Chart-view images: one per (method, attribute): images, + overlays, - overlays.
+    assert set(result.images) == {"cam/gradcam/trustworthy", "cam/gradcam/happy"}
+    composite = result.images["cam/gradcam/happy"]
+    scale = -(-96 // SIZE)  # cells upscaled to >= 96 px
+    assert composite.dtype == np.uint8
+    assert composite.shape == (3 * SIZE * scale + 4, 3 * SIZE * scale + 4, 3)
     feats = manifold_features(model, meta, probes)
     assert feats["penultimate"].shape == (3, 512)
     assert feats["attributes"].shape == (3, len(ATTRIBUTES))
@@ -404,6 +426,8 @@ def test_manifold_stage_writes_logs_and_aligns_later_runs(
     logged = _artifacts(run_id, "manifold")
     assert {"manifold/penultimate_pca.png", "manifold/manifold.html"} <= logged
     assert {"manifold/metrics.json", "manifold/metrics_details.json"} <= logged
+    keys = _image_keys(run_id)
+    assert keys == {"manifold/penultimate_pca": [0], "manifold/penultimate_tsne": [0]}
 
     # The same model again: aligned to the reference, so the layout is reproduced exactly.
     ref_before = ref_file.read_text()

@@ -348,3 +348,18 @@ def test_guided_gradcam_signed_targets_and_hooks_released_on_error(images: torch
     with pytest.raises(RuntimeError, match="boom"):
         guided_saliency(net, images, [failing] * 4, 2)
     assert _no_hooks(net)
+
+
+def test_tile_and_chart_image_keys() -> None:
+    from facelens.explain.chart_images import cam_image_key, tile
+
+    red = np.zeros((32, 32, 3), np.uint8)
+    red[..., 0] = 255
+    out = tile([[red, red], [red]], min_cell=96)
+    assert out.shape == (2 * 96 + 2, 2 * 96 + 2, 3) and out.dtype == np.uint8
+    assert (out[:96, :96, 0] == 255).all() and (out[96:98] == 255).all()  # white gap rows
+    assert (out[98:, 98:] == 255).all()  # the missing cell stays white
+    assert cam_image_key("gradcam++", "happy") == "cam/gradcampp/happy"
+    assert cam_image_key("guidedgradcam", "emot:stable?") == "cam/guidedgradcam/emot_stable_"
+    with pytest.raises(ValueError, match="at least one"):
+        tile([])

@@ -25,6 +25,7 @@ from facelens.device import model_device
 from facelens.errors import DataError
 from facelens.explain.cams.methods import method_slug
 from facelens.explain.cams.probes import probe_set
+from facelens.explain.chart_images import chart_images
 from facelens.explain.faithfulness.deletion import deletion_report
 from facelens.explain.faithfulness.localization import localization_report
 from facelens.explain.faithfulness.sanity import randomized_copy, sanity_check
@@ -60,11 +61,14 @@ class Explanations:
             ``method_grid_<n>_<id>.png``, ``sanity_<method>.png``).
         arrays: file name -> arrays saved with ``np.savez_compressed`` (``cams_<method>.npz``).
         summary: the ``faithfulness_details.json`` document (JSON-safe: NaN -> None).
+        images: MLflow image key -> (H, W, 3) uint8 composite
+            (:func:`facelens.explain.chart_images.chart_images`).
     """
 
     figures: dict[str, Figure] = field(default_factory=dict)
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """Numeric leaves of the summary as MLflow metrics, prefixed ``explain.``.
@@ -192,6 +196,7 @@ def explain_probes(
         out.figures.update(figures)
         out.arrays[f"cams_{method_slug(method)}.npz"] = arrays
     out.figures.update(comparison_figures(all_maps, plan, probes, params))
+    out.images = chart_images(all_maps, plan, probes)
     meta_doc = {
         **_meta_doc(meta.task, params, plan, all_maps, probes, random_names, notes),
         **dict(context or {}),
