@@ -17,11 +17,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-dir", type=Path, required=True, help="exported model directory")
     ap.add_argument("--run-file", type=Path, required=True, help="JSON with the MLflow run id")
     ap.add_argument("--checkpoints", type=Path, default=Path("cache/checkpoints"))
+    ap.add_argument("--curves", type=Path, help="CSV of the per-epoch training curves to write")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     best = read_json_file(args.best_params, made_by="tune", key="params")
     info = train.run(
-        params, args.prepared, args.splits, best, args.model_dir, checkpoint_root=args.checkpoints
+        params,
+        args.prepared,
+        args.splits,
+        best,
+        args.model_dir,
+        checkpoint_root=args.checkpoints,
+        curves_path=args.curves,
     )
     if info["resumed_from_epoch"]:
         print(

@@ -116,6 +116,18 @@ def _artifacts(run_id: str, path: str) -> set[str]:
     return {a.path for a in MlflowClient().list_artifacts(run_id, path)}
 
 
+def _image_keys(run_id: str) -> dict[str, list[int]]:
+    """MLflow image key -> steps, from the files ``mlflow.log_image(key=...)`` writes
+    (``images/<key with / as ~>+step+<step>+timestamp+...png``; the client has no reader)."""
+    keys: dict[str, list[int]] = {}
+    for path in _artifacts(run_id, "images"):
+        name = path.removeprefix("images/")
+        if name.endswith(".png") and "+step+" in name:
+            key, rest = name.split("+step+", 1)
+            keys.setdefault(key.replace("~", "/"), []).append(int(rest.split("+", 1)[0]))
+    return keys
+
+
 def _params(**explain: object) -> Params:
     base = {
         "methods": ("gradcam", "eigencam"),  # ScoreCAM (slow) runs in the slow script test
@@ -225,13 +237,17 @@ def test_explain_stage_writes_reports_and_logs_them_to_the_train_run(
     assert [EXPRESSIONS.index(n) for n in cams["target_name"]] == cams["target_index"].tolist()
 
     # faithfulness_details.json: what the stage returned, strict JSON, every check present;
-    # faithfulness.json: the compact numbers for `dvc metrics`.
+    # faithfulness.json: the headline method's numbers only, for `dvc metrics`; every method's
+    # in the details' `methods` table.
     assert json.loads((tmp_path / "f_details.json").read_text()) == summary
     compact = json.loads(metrics.read_text())
     assert compact == faithfulness_metrics(summary)
-    assert compact["layer"] == "block4" and set(compact["methods"]) == set(summary["sanity"])
-    assert compact["methods"]["gradcam"]["sanity_spearman"] == pytest.approx(
-        summary["sanity"]["gradcam"]["spearman_mean"]
+    assert set(compact) == {"lift", "sanity_rho", "road"}
+    assert compact["sanity_rho"] == pytest.approx(summary["sanity"]["gradcam"]["spearman_mean"])
+    assert compact["lift"] == pytest.approx(summary["localization"]["gradcam"]["mean_lift"])
+    assert set(summary["methods"]) == set(summary["sanity"])
+    assert summary["methods"]["eigencam"]["sanity_spearman"] == pytest.approx(
+        summary["sanity"]["eigencam"]["spearman_mean"]
     )
     # layer auto at 32 px: block 5's maps would be 2x2, so block 4 (and up) is explained
     assert summary["meta"]["layer"] == "block4"
@@ -272,6 +288,31 @@ def test_explain_stage_writes_reports_and_logs_them_to_the_train_run(
         "explain/maps",
     } <= top
     assert "explain/maps/cams_gradcam.npz" in _artifacts(run_id, "explain/maps")
+    # One chart-view image per (method, true class of the probes), keys stable across runs.
+    want = {f"cam/{m}/{EXPRESSIONS[c]}" for m in ("gradcam", "eigencam") for c in classes}
+    assert _image_keys(run_id) == {k: [0] for k in want}
+    assert run.data.tags["mlflow.loggedImages"] == "True"
+
+
+def test_guided_gradcam_runs_every_check_like_the_other_methods(tiny: Tiny) -> None:
+    from facelens.data.dataset import FaceDataset
+
+    model, meta = load_exported(tiny.model)
+    (test,) = load_splits(tiny.prepared, tiny.splits, ("test",))
+    params = _params(methods=("gradcam", "guidedgradcam")).explain
+    rows = select_probes(test, "expression", params)
+    probes = FaceDataset(rows, tiny.prepared, "expression", SIZE)
+    result = explain_probes(model, meta, probes, params)
+    summary = result.summary
+    for check in ("sanity", "deletion", "localization"):
+        assert "guidedgradcam" in summary[check], check
+    assert summary["sanity"]["guidedgradcam"]["n_images"] == len(rows)
+    assert {"cam_grid_guidedgradcam.png", "sanity_guidedgradcam.png"} <= set(result.figures)
+    guided = result.arrays["cams_guidedgradcam.npz"]["cams"]
+    grad = result.arrays["cams_gradcam.npz"]["cams"]
+    assert guided.shape == grad.shape and float(guided.max()) == pytest.approx(1.0, abs=1e-3)
+    assert not np.allclose(guided, grad)  # pixel-level, not the coarse Grad-CAM map
+    assert summary["methods"]["guidedgradcam"]["sanity_passed"] in (True, False)
 
 
 def test_explain_without_masks_skips_localization_with_a_note(tiny: Tiny, tmp_path: Path) -> None:
@@ -292,6 +333,7 @@ def test_explain_without_masks_skips_localization_with_a_note(tiny: Tiny, tmp_pa
     assert "localization" not in summary
     assert any("localization skipped" in n for n in summary["meta"]["notes"])
     assert summary["headline"]["localization_lift"] is None
+    assert "lift" not in json.loads((tmp_path / "f.json").read_text())  # absent, not null
     assert summary["sanity"]["gradcam"]["n_images"] > 0
 
 
@@ -320,6 +362,12 @@ def test_explain_attributes_task_uses_signed_attribute_targets(tiny: Tiny) -> No
     assert {"cam_grid_gradcam.png", "sanity_gradcam.png"} <= set(result.figures)
     assert sum(name.startswith("method_grid_") for name in result.figures) == 3
     assert "explain.deletion.gradcam.road_combined" in result.metrics()
+    # Chart-view images: one per (method, attribute): images, + overlays, - overlays.
+    assert set(result.images) == {"cam/gradcam/trustworthy", "cam/gradcam/happy"}
+    composite = result.images["cam/gradcam/happy"]
+    scale = -(-96 // SIZE)  # cells upscaled to >= 96 px
+    assert composite.dtype == np.uint8
+    assert composite.shape == (3 * SIZE * scale + 4, 3 * SIZE * scale + 4, 3)
     feats = manifold_features(model, meta, probes)
     assert feats["penultimate"].shape == (3, 512)
     assert feats["attributes"].shape == (3, len(ATTRIBUTES))
@@ -364,8 +412,8 @@ def test_manifold_stage_writes_logs_and_aligns_later_runs(
     assert {"penultimate_pca.png", "penultimate_tsne.png", "manifold.html", "layouts.csv"} <= plots
     assert json.loads((tmp_path / "a" / "metrics_details.json").read_text()) == first
     compact = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert compact == manifold_metrics(first) and set(compact) == {"layouts"}
-    assert "silhouette_per_class" not in compact["layouts"]["penultimate/pca"]
+    assert compact == manifold_metrics(first)  # the main layout (first method) only
+    assert compact == {"trust": first["layouts"]["penultimate/pca"]["trustworthiness"]}
     html = (tmp_path / "a" / "plots" / "manifold.html").read_text()
     thumbs = json.loads(html.split("var FL_THUMBS=", 1)[1].split(";var FL_INFO=", 1)[0])
     assert len(thumbs) == first["meta"]["n_points"]  # one hover thumbnail per point
@@ -378,6 +426,8 @@ def test_manifold_stage_writes_logs_and_aligns_later_runs(
     logged = _artifacts(run_id, "manifold")
     assert {"manifold/penultimate_pca.png", "manifold/manifold.html"} <= logged
     assert {"manifold/metrics.json", "manifold/metrics_details.json"} <= logged
+    keys = _image_keys(run_id)
+    assert keys == {"manifold/penultimate_pca": [0], "manifold/penultimate_tsne": [0]}
 
     # The same model again: aligned to the reference, so the layout is reproduced exactly.
     ref_before = ref_file.read_text()
@@ -446,7 +496,7 @@ def test_pipeline_scripts_run_with_default_methods(tiny: Tiny, store: str, tmp_p
     assert faith["sanity"]["scorecam"]["n_images"] == 1  # ScoreCAM only on scorecam_images
     assert np.load(out / "explain/maps/cams_scorecam.npz")["cams"].shape == (1, SIZE, SIZE)
     assert (out / "explain/figures/cam_grid_gradcampp.png").is_file()
-    manifold = json.loads((out / "manifold/metrics.json").read_text())
+    manifold = json.loads((out / "manifold/metrics_details.json").read_text())
     assert set(manifold["layouts"]) == {f"penultimate/{m}" for m in raw["manifold"]["methods"]}
     assert (out / "manifold/plots/penultimate_umap.png").is_file()
     metrics = MlflowClient().get_run(run_id).data.metrics

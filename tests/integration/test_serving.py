@@ -196,7 +196,9 @@ def test_explain_leaves_no_hooks_and_no_grads(expr):
     assert not expr._model.training
 
 
-@pytest.mark.parametrize("method", ["gradcam++", "hirescam", "layercam", "xgradcam", "eigencam"])
+@pytest.mark.parametrize(
+    "method", ["gradcam++", "guidedgradcam", "hirescam", "layercam", "xgradcam", "eigencam"]
+)
 def test_explain_methods_are_selectable(expr, method):
     out = _predict(expr, _frame(_b64(_enc(_face(7)))), explain=True, method=method)
     assert out.loc[0, "error"] == "", out.loc[0, "message"]

@@ -17,6 +17,7 @@ from facelens.constants import ATTRIBUTES, EXPRESSIONS
 from facelens.errors import CamError
 from facelens.explain.cams.compute import compute_cam_batch
 from facelens.explain.cams.figures import attribute_grid, cam_grid, method_grid
+from facelens.explain.cams.guided import guided_saliency, normalise_maps
 from facelens.explain.cams.methods import METHODS, resolve_method
 from facelens.explain.cams.overlays import overlay
 from facelens.explain.cams.probes import probe_set
@@ -286,3 +287,79 @@ def test_methods_are_exactly_the_names_params_accept() -> None:
     from facelens.explain.params import CamMethod
 
     assert list(METHODS) == list(get_args(CamMethod))
+
+
+def test_guided_saliency_is_the_plain_gradient_without_relus(images: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * SIZE**2, 7))
+    x = images.clone().requires_grad_(True)
+    out = net(x)
+    out.gather(1, out.argmax(1, keepdim=True)).sum().backward()
+    plain = x.grad.abs().amax(dim=1).numpy()
+    np.testing.assert_allclose(guided_saliency(net, images, None, 3), plain, rtol=1e-5, atol=1e-8)
+
+
+def test_guided_backprop_blocks_negative_gradients(
+    model: nn.Sequential, images: torch.Tensor
+) -> None:
+    # Through ReLUs the guided rule only lets positive gradients pass: it differs from the
+    # plain gradient, and the ReLU modules themselves are left as they were (in-place too).
+    model[1] = nn.ReLU(inplace=True)
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    x = images.clone().requires_grad_(True)
+    out = model(x)
+    out.gather(1, out.argmax(1, keepdim=True)).sum().backward()
+    plain = x.grad.abs().amax(dim=1).numpy()
+    guided = guided_saliency(model, images, None, 4)
+    assert guided.shape == (4, SIZE, SIZE) and (guided >= 0).all() and guided.max() > 0
+    assert not np.allclose(guided, plain)
+    assert [m for m in model.modules() if isinstance(m, nn.ReLU)] == relus
+    assert model[1].inplace and _no_hooks(model)
+
+
+def test_guided_gradcam_is_gradcam_times_guided_saliency(
+    model: nn.Sequential, images: torch.Tensor
+) -> None:
+    marker = torch.full_like(model[0].weight, 7.0)
+    model[0].weight.grad = marker
+    grad = compute_cam_batch(model, model[4], images, None, "gradcam")
+    guided = compute_cam_batch(model, model[4], images, None, "guided-gradcam")
+    saliency = guided_saliency(model, images, None, 4)
+    assert guided.method == "guidedgradcam"
+    np.testing.assert_allclose(guided.cams, normalise_maps(grad.cams * saliency), atol=1e-5)
+    np.testing.assert_allclose(guided.raw, grad.raw * saliency, rtol=1e-5, atol=1e-8)
+    assert guided.cams.reshape(4, -1).max(1) == pytest.approx(1.0, abs=1e-4)
+    assert model[0].weight.grad is marker and model[3].weight.grad is None
+    assert _no_hooks(model)
+
+
+def test_guided_gradcam_signed_targets_and_hooks_released_on_error(images: torch.Tensor) -> None:
+    net = _tiny_cnn(n_out=len(ATTRIBUTES), seed=3)
+    outputs = net(images)
+    up = make_targets("attribute", outputs, None, ATTRIBUTES, name=ATTRIBUTES[5], sign=1)
+    down = make_targets("attribute", outputs, None, ATTRIBUTES, name=ATTRIBUTES[5], sign=-1)
+    plus = compute_cam_batch(net, net[4], images, up, "guidedgradcam")
+    minus = compute_cam_batch(net, net[4], images, down, "guidedgradcam")
+    assert not np.allclose(plus.cams, minus.cams)
+
+    def failing(_: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        guided_saliency(net, images, [failing] * 4, 2)
+    assert _no_hooks(net)
+
+
+def test_tile_and_chart_image_keys() -> None:
+    from facelens.explain.chart_images import cam_image_key, tile
+
+    red = np.zeros((32, 32, 3), np.uint8)
+    red[..., 0] = 255
+    out = tile([[red, red], [red]], min_cell=96)
+    assert out.shape == (2 * 96 + 2, 2 * 96 + 2, 3) and out.dtype == np.uint8
+    assert (out[:96, :96, 0] == 255).all() and (out[96:98] == 255).all()  # white gap rows
+    assert (out[98:, 98:] == 255).all()  # the missing cell stays white
+    assert cam_image_key("gradcam++", "happy") == "cam/gradcampp/happy"
+    assert cam_image_key("guidedgradcam", "emot:stable?") == "cam/guidedgradcam/emot_stable_"
+    with pytest.raises(ValueError, match="at least one"):
+        tile([])

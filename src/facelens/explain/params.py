@@ -18,6 +18,7 @@ class _Closed(BaseModel):
 
 CamMethod = Literal[
     "gradcam",
+    "guidedgradcam",
     "gradcam++",
     "hirescam",
     "layercam",
@@ -34,7 +35,7 @@ class ExplainParams(_Closed):
     """Grad-CAM explanations and their faithfulness checks (the ``explain`` stage)."""
 
     methods: tuple[CamMethod, ...] = Field(
-        ("gradcam", "gradcam++", "hirescam", "layercam", "eigencam", "scorecam"),
+        ("gradcam", "guidedgradcam", "gradcam++", "hirescam", "layercam", "eigencam", "scorecam"),
         min_length=1,
         description="CAM methods (facelens.explain.cams.METHODS); the first is the headline.",
     )

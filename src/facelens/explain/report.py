@@ -25,6 +25,7 @@ from facelens.device import model_device
 from facelens.errors import DataError
 from facelens.explain.cams.methods import method_slug
 from facelens.explain.cams.probes import probe_set
+from facelens.explain.chart_images import chart_images
 from facelens.explain.faithfulness.deletion import deletion_report
 from facelens.explain.faithfulness.localization import localization_report
 from facelens.explain.faithfulness.sanity import randomized_copy, sanity_check
@@ -41,8 +42,14 @@ __all__ = [
     "Explanations",
     "explain_probes",
     "faithfulness_metrics",
+    "method_table",
     "select_probes",
 ]
+
+
+#: Summary blocks that are not logged as metrics: context, and the per-method table that
+#: repeats the checks' own numbers.
+_NOT_METRICS = ("explain.meta", "explain.methods")
 
 
 @dataclass
@@ -53,18 +60,22 @@ class Explanations:
         figures: file name -> figure (``cam_grid_<method>.png``, ``class_<name>.png``,
             ``method_grid_<n>_<id>.png``, ``sanity_<method>.png``).
         arrays: file name -> arrays saved with ``np.savez_compressed`` (``cams_<method>.npz``).
-        summary: the ``faithfulness.json`` document (JSON-safe: NaN -> None).
+        summary: the ``faithfulness_details.json`` document (JSON-safe: NaN -> None).
+        images: MLflow image key -> (H, W, 3) uint8 composite
+            (:func:`facelens.explain.chart_images.chart_images`).
     """
 
     figures: dict[str, Figure] = field(default_factory=dict)
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """Numeric leaves of the summary as MLflow metrics, prefixed ``explain.``.
 
-        Per-class localization and the ``meta`` block stay in ``faithfulness.json`` only, so
-        the run's metric list holds one set of numbers per method (plus ``explain.headline.*``).
+        Per-class localization, the ``meta`` block and the ``methods`` table (the same numbers
+        again) stay in ``faithfulness_details.json`` only, so the run's metric list holds one
+        set of numbers per method (plus ``explain.headline.*``).
         """
         return flatten_metrics(
             self.summary,
@@ -72,7 +83,7 @@ class Explanations:
             sep=".",
             bools=True,
             lists=False,
-            skip=lambda key: key.endswith(".per_class") or key == "explain.meta",
+            skip=lambda key: key.endswith(".per_class") or key in _NOT_METRICS,
         )
 
 
@@ -185,6 +196,7 @@ def explain_probes(
         out.figures.update(figures)
         out.arrays[f"cams_{method_slug(method)}.npz"] = arrays
     out.figures.update(comparison_figures(all_maps, plan, probes, params))
+    out.images = chart_images(all_maps, plan, probes)
     meta_doc = {
         **_meta_doc(meta.task, params, plan, all_maps, probes, random_names, notes),
         **dict(context or {}),
@@ -195,9 +207,8 @@ def explain_probes(
         deletion=checks.deletion,
         meta=meta_doc,
     )
-    out.summary["headline"] = _headline(
-        params.methods[0], checks.localization, checks.sanity, checks.deletion
-    )
+    out.summary["headline"] = checks.headline(params.methods[0])
+    out.summary["methods"] = method_table(out.summary)
     return out
 
 
@@ -222,6 +233,10 @@ class _Checks:
     localization: dict[str, Any] = field(default_factory=dict)
     sanity: dict[str, Any] = field(default_factory=dict)
     deletion: dict[str, Any] = field(default_factory=dict)
+
+    def headline(self, method: str) -> dict[str, Any]:
+        """The headline method's numbers (:func:`_headline`)."""
+        return _headline(method, self.localization, self.sanity, self.deletion)
 
     def run(
         self,
@@ -282,27 +297,42 @@ def _meta_doc(
     }
 
 
-def faithfulness_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The compact ``faithfulness.json`` that ``dvc metrics`` shows: the headline, the layer
-    and per method the localization lift (image and in-face), the randomization Spearman (and
-    whether it passed), ROAD combined and the confidence drop. Per-class and per-image detail
-    stay in ``faithfulness_details.json``."""
+def method_table(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per method: localization lift (image and in-face), randomization Spearman (and whether
+    it passed), ROAD combined and the confidence drop (``faithfulness_details.json``'s
+    ``methods`` block)."""
     loc, san, dele = (summary.get(k, {}) for k in ("localization", "sanity", "deletion"))
     methods = list(dict.fromkeys([*san, *loc, *dele]))
     return jsonable(
         {
-            "layer": summary.get("meta", {}).get("layer"),
-            "headline": summary.get("headline", {}),
-            "methods": {
-                m: {
-                    "localization_lift": loc.get(m, {}).get("mean_lift"),
-                    "localization_lift_in_face": loc.get(m, {}).get("mean_lift_in_face"),
-                    "sanity_spearman": san.get(m, {}).get("spearman_mean"),
-                    "sanity_passed": san.get(m, {}).get("passed"),
-                    "road_combined": dele.get(m, {}).get("road_combined"),
-                    "confidence_drop": dele.get(m, {}).get("confidence_drop"),
-                }
-                for m in methods
-            },
+            m: {
+                "localization_lift": loc.get(m, {}).get("mean_lift"),
+                "localization_lift_in_face": loc.get(m, {}).get("mean_lift_in_face"),
+                "sanity_spearman": san.get(m, {}).get("spearman_mean"),
+                "sanity_passed": san.get(m, {}).get("passed"),
+                "road_combined": dele.get(m, {}).get("road_combined"),
+                "confidence_drop": dele.get(m, {}).get("confidence_drop"),
+            }
+            for m in methods
         }
     )
+
+
+#: ``faithfulness.json`` key -> headline key (the headline method's numbers).
+HEADLINE_KEYS = {
+    "lift": "localization_lift",
+    "sanity_rho": "sanity_spearman",
+    "road": "road_combined",
+}
+
+
+def faithfulness_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline ``faithfulness.json`` that ``dvc metrics`` shows: the headline method's
+    (``explain.methods[0]``) localization lift, randomization Spearman and ROAD combined,
+    under short keys (:data:`HEADLINE_KEYS`) so that ``dvc metrics show`` of all three metrics
+    files fits a 120-column terminal. Absent numbers (no masks: no lift) are left out.
+    Every method's numbers, per class and per image, stay in ``faithfulness_details.json``
+    (``methods`` block: :func:`method_table`) and in the run."""
+    headline = summary.get("headline", {})
+    doc = {short: headline.get(key) for short, key in HEADLINE_KEYS.items()}
+    return jsonable({k: v for k, v in doc.items() if v is not None})

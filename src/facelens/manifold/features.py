@@ -71,16 +71,16 @@ def manifold_subset(rows: pd.DataFrame, params: ManifoldParams) -> pd.DataFrame:
 
 
 def compact_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The compact manifold ``metrics.json`` for ``dvc metrics``: per layout trustworthiness,
-    k-NN accuracy (embedding, input and chance) and silhouette; the rest stays in
-    ``metrics_details.json``."""
-    keep = ("trustworthiness", "knn_accuracy", "knn_accuracy_input", "knn_chance", "silhouette")
-    return {
-        "layouts": {
-            name: {k: values[k] for k in keep if k in values}
-            for name, values in doc.get("layouts", {}).items()
-        }
-    }
+    """The headline manifold ``metrics.json`` for ``dvc metrics``: the trustworthiness
+    (``trust``) of the main layout, the penultimate embedding's first method
+    (``manifold.methods[0]``). Every layout's numbers (k-NN accuracy, silhouette, ...) stay
+    in ``metrics_details.json`` and the run. One short key, so that ``dvc metrics show`` of
+    the three metrics files and ``dvc exp show`` fit a 120-column terminal."""
+    layouts = doc.get("layouts", {})
+    methods = doc.get("meta", {}).get("methods") or []
+    main = f"penultimate/{methods[0]}" if methods else next(iter(layouts), None)
+    value = (layouts.get(main, {}) if main else {}).get("trustworthiness")
+    return {} if value is None else {"trust": value}
 
 
 def reference_path(reference_dir: Path, data_version: str) -> Path:

@@ -18,11 +18,18 @@ from facelens.config import Params
 from facelens.constants import reference_stats
 from facelens.data.dataset import FaceDataset
 from facelens.models.meta import ModelMeta
-from facelens.stages.train_run import load_trained, train_run
+from facelens.stages.train_run import details_path, load_trained, train_run
 from facelens.training.evaluation import predict
 from facelens.training.metrics import classification_report, regression_report
 
-__all__ = ["ceiling_table", "run", "score"]
+__all__ = ["HEADLINE_KEYS", "ceiling_table", "headline", "run", "score"]
+
+#: What ``reports/metrics.json`` (a DVC metric) holds per task; everything else (per class,
+#: per attribute, CIs, test-set size) is in ``metrics_details.json`` beside it and in the run.
+HEADLINE_KEYS = {
+    "expression": ("accuracy", "macro_f1"),
+    "attributes": ("mean_pearson", "mean_spearman"),
+}
 
 _PAPER_ALIASES = {"emotStable": "emotionally stable", "emotUnstable": "emotionally unstable"}
 
@@ -106,6 +113,11 @@ def score(
     return metrics, report, {"per_attribute_r.csv": pd.DataFrame(table)}
 
 
+def headline(details: dict[str, Any]) -> dict[str, Any]:
+    """The headline ``metrics.json`` of a full document (:data:`HEADLINE_KEYS` of its task)."""
+    return {k: details[k] for k in HEADLINE_KEYS[details["task"]] if k in details}
+
+
 def run(
     params: Params,
     prepared_dir: Path,
@@ -115,11 +127,12 @@ def run(
     metrics_path: Path,
     plots_dir: Path,
 ) -> dict[str, Any]:
-    """Score the exported model on the test split; write ``metrics.json`` and plot data; log
-    both to the train run.
+    """Score the exported model on the test split; write the headline ``metrics.json``
+    (:func:`headline`), the full document beside it (``metrics_details.json``) and plot data;
+    log them to the train run.
 
     Returns:
-        The metrics written to ``metrics_path``.
+        The full document (``metrics_details.json``).
     """
     trained = load_trained(prepared_dir, splits_dir, model_dir, params.device)
     meta = trained.meta
@@ -141,10 +154,12 @@ def run(
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         table.to_csv(plots_dir / name, index=False)
-    write_json(metrics_path, metrics)
+    write_json(details_path(metrics_path), metrics)
+    write_json(metrics_path, headline(metrics))
     with train_run(params.tracking, run_id, trained.device_tags("evaluate")):
         _log_metrics(metrics)
         mlflow.log_artifact(str(metrics_path), "evaluation")
+        mlflow.log_artifact(str(details_path(metrics_path)), "evaluation")
         for name in sorted(tables):
             mlflow.log_artifact(str(plots_dir / name), "evaluation/plots")
         _log_figure(metrics, report, meta)

@@ -34,8 +34,9 @@ def run(
     atomically, then the full summary beside ``metrics_path`` (``faithfulness_details.json``)
     and ``metrics_path`` itself (``faithfulness.json``, :func:`faithfulness_metrics`, the
     compact numbers ``dvc metrics`` shows). Logs the figures and both JSON files to the train
-    run under ``explain/``, the maps under ``explain/maps/``, and the faithfulness numbers as
-    metrics ``explain.*``.
+    run under ``explain/``, the maps under ``explain/maps/``, the faithfulness numbers as
+    metrics ``explain.*`` and one composite per (method, class or attribute) as an MLflow
+    image with a stable key (``cam/<method>/<group>``, :mod:`facelens.explain.chart_images`).
 
     Args:
         params: all params (``explain`` and ``tracking`` are used).
@@ -83,5 +84,6 @@ def run(
             docs,
             result.metrics(),
             trained.device_tags("explain"),
+            images=result.images,
         )
     return result.summary

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from facelens._io import atomic_output_dir, atomic_write_text, jsonable, write_json
 from facelens.config import Params
@@ -56,9 +57,10 @@ def run(
     atomically (``<embedding>_<method>.png`` coloured by expression, by
     ``manifold.colour_attribute`` and by identity; ``manifold.html``, interactive with
     thumbnails; ``layouts.csv``), ``metrics_path``
-    (:func:`~facelens.manifold.features.compact_metrics`, for ``dvc metrics``) and the full document beside it (``metrics_details.json``); logs all of it to
-    the train run under
-    ``manifold/`` with metrics ``manifold.<embedding>.<method>.<metric>``.
+    (:func:`~facelens.manifold.features.compact_metrics`, the headline for ``dvc metrics``)
+    and the full document beside it (``metrics_details.json``); logs all of it to the train
+    run under ``manifold/`` with metrics ``manifold.<embedding>.<method>.<metric>``, and each
+    layout figure as an MLflow image keyed ``manifold/<embedding>_<method>``.
 
     Args:
         params: all params (``manifold`` and ``tracking`` are used).
@@ -110,8 +112,20 @@ def run(
             docs,
             metrics,
             trained.device_tags("manifold"),
+            images=_chart_images(Path(plots_dir), names),
         )
     return doc
+
+
+def _chart_images(plots_dir: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Every layout figure as an MLflow image keyed ``manifold/<embedding>_<method>`` (the
+    same key in every run, so the chart view shows the runs' layouts side by side)."""
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name.endswith(".png"):
+            with Image.open(plots_dir / name) as img:
+                out[f"manifold/{Path(name).stem}"] = np.asarray(img.convert("RGB"))
+    return out
 
 
 def _document(

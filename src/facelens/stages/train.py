@@ -10,7 +10,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from facelens._io import canonical_hash
+from facelens._io import atomic_write_text, canonical_hash
 from facelens.config import Params
 from facelens.data.manifest import data_version
 from facelens.data.split_csv import load_splits
@@ -29,6 +29,8 @@ from facelens.training.history import History
 from facelens.training.recipe import Recipe, make_recipe, train_model
 
 __all__ = ["checkpoint_dir", "run"]
+
+_CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_metric", "lr")
 
 
 def checkpoint_dir(checkpoint_root: Path, recipe: Recipe, version: str) -> Path:
@@ -70,11 +72,14 @@ def run(
     model_dir: Path,
     *,
     checkpoint_root: Path,
+    curves_path: Path | None = None,
 ) -> dict[str, Any]:
     """Retrain with the best params, checkpointing every epoch; resume after an interruption.
 
     The checkpoint folder is keyed by the recipe and the data version and remembers the
-    MLflow run id, so a resumed training continues the same run.
+    MLflow run id, so a resumed training continues the same run. With ``curves_path`` the
+    per-epoch training curves (:meth:`History.curves`) are written there as CSV, for
+    ``dvc plots``.
 
     Returns:
         ``{"run_id", "model_uri", "best_val_metric", "best_epoch", "resumed_from_epoch"
@@ -118,6 +123,9 @@ def run(
             signature=model_signature(trained.meta),
         )
     history = trained.history
+    if curves_path is not None:
+        table = pd.DataFrame(history.curves(), columns=list(_CURVE_COLUMNS))
+        atomic_write_text(Path(curves_path), table.to_csv(index=False))
     return {
         "run_id": run_id,
         "model_uri": info.model_uri,

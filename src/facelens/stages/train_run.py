@@ -28,6 +28,7 @@ from facelens.tracking.runs import configure_stage, tracked_run
 
 __all__ = [
     "FIGURE_DPI",
+    "IMAGE_STEP",
     "TrainedOnTest",
     "details_path",
     "load_trained",
@@ -38,6 +39,9 @@ __all__ = [
 
 #: Resolution of every figure the stages write.
 FIGURE_DPI = 90
+#: The step of every image logged with a key: one image per key and run (the trained model's),
+#: so the chart view lines the runs up at the same step.
+IMAGE_STEP = 0
 #: MLflow accepts at most 1000 metrics per batch.
 _METRICS_PER_BATCH = 500
 
@@ -105,12 +109,17 @@ def log_to_train_run(
     documents: Mapping[str, Mapping[str, Any]],
     metrics: Mapping[str, float],
     tags: Mapping[str, str] | None = None,
+    images: Mapping[str, Any] | None = None,
 ) -> None:
     """Log ``metrics``, ``files`` (sub-folder of ``artifact_dir`` -> files), JSON
-    ``documents`` (file name -> document, stored as ``<artifact_dir>/<name>``) and ``tags`` to
-    the train run.
+    ``documents`` (file name -> document, stored as ``<artifact_dir>/<name>``), ``tags`` and
+    ``images`` (MLflow image key -> array or PIL image, at step :data:`IMAGE_STEP`: the
+    experiment's chart view shows one card per key with every selected run's image) to the
+    train run.
     """
     with train_run(tracking, run_id, tags):
+        for key, image in (images or {}).items():
+            mlflow.log_image(image, key=key, step=IMAGE_STEP, synchronous=True)
         items = sorted(metrics.items())
         for start in range(0, len(items), _METRICS_PER_BATCH):
             mlflow.log_metrics(dict(items[start : start + _METRICS_PER_BATCH]))

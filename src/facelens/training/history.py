@@ -47,6 +47,21 @@ class History:
             "resumed_from": self.resumed_from,
         }
 
+    def curves(self) -> list[dict[str, float]]:
+        """Per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_metric`` and ``lr`` (the
+        learning rate at the epoch's end, NaN when not recorded): the training-curve table
+        that ``dvc plots`` draws (``reports/training/curves.csv``)."""
+        return [
+            {
+                "epoch": e.epoch,
+                "train_loss": e.train_loss,
+                "val_loss": e.val_loss,
+                "val_metric": e.val_metric,
+                "lr": float(e.metrics.get("lr", float("nan"))),
+            }
+            for e in self.epochs
+        ]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
         """Rebuild a :class:`History` from :meth:`to_dict` output."""

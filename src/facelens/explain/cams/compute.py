@@ -16,7 +16,13 @@ from torch import nn
 
 from facelens.device import fp32, model_device
 from facelens.errors import CamError
-from facelens.explain.cams.methods import METHODS, SCORECAM_MAX_IMAGES, resolve_method
+from facelens.explain.cams.guided import guided_saliency, normalise_maps
+from facelens.explain.cams.methods import (
+    GUIDED_METHODS,
+    METHODS,
+    SCORECAM_MAX_IMAGES,
+    resolve_method,
+)
 
 __all__ = ["CamBatch", "compute_cam_batch"]
 
@@ -111,11 +117,11 @@ def compute_cam_batch(
         for name, p in model.named_parameters():
             p.grad = saved_grads.get(name)
     out = np.nan_to_num(np.concatenate(cams, axis=0), nan=0.0, posinf=1.0, neginf=0.0)
-    return CamBatch(
-        cams=np.clip(out, 0.0, 1.0).astype(np.float32),
-        raw=np.concatenate(raws, axis=0),
-        method=method,
-    )
+    out, raw = np.clip(out, 0.0, 1.0), np.concatenate(raws, axis=0)
+    if method in GUIDED_METHODS:  # the CAM times the guided-backpropagation saliency
+        saliency = guided_saliency(model, images.detach(), targets, batch_size)
+        out, raw = normalise_maps(out * saliency), raw * saliency
+    return CamBatch(cams=out.astype(np.float32), raw=raw.astype(np.float32), method=method)
 
 
 def _upsample(raw: np.ndarray, height: int, width: int) -> np.ndarray:

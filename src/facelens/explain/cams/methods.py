@@ -20,6 +20,7 @@ from facelens.explain.params import CamMethod
 
 __all__ = [
     "GRADIENT_FREE_METHODS",
+    "GUIDED_METHODS",
     "METHODS",
     "SCORECAM_MAX_IMAGES",
     "method_slug",
@@ -29,8 +30,10 @@ __all__ = [
 
 #: Method name -> ``pytorch_grad_cam`` class; the keys are exactly the names of
 #: :data:`~facelens.explain.params.CamMethod` (a unit test checks), the CLI/params spelling.
+#: A method of :data:`GUIDED_METHODS` is its class's CAM times guided backpropagation.
 METHODS: dict[CamMethod, type[BaseCAM]] = {
     "gradcam": GradCAM,
+    "guidedgradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
     "hirescam": HiResCAM,
     "layercam": LayerCAM,
@@ -46,6 +49,12 @@ METHODS: dict[CamMethod, type[BaseCAM]] = {
 GRADIENT_FREE_METHODS: frozenset[str] = frozenset({"eigencam", "scorecam"})
 
 
+#: Guided Grad-CAM (Selvaraju et al. 2017, the Grad-CAM paper's high-resolution map): the
+#: Grad-CAM map times the guided-backpropagation saliency
+#: (:func:`facelens.explain.cams.guided.guided_saliency`).
+GUIDED_METHODS: frozenset[str] = frozenset({"guidedgradcam"})
+
+
 #: ScoreCAM runs one forward pass per channel of the target layer for every image (512 channels
 #: for VGG16 block5, i.e. about 512 VGG16 forward passes per image): refuse more images than
 #: this unless the caller raises the cap explicitly.
@@ -56,6 +65,8 @@ _ALIASES: dict[str, str] = {
     "gradcampp": "gradcam++",
     "gradcamplusplus": "gradcam++",
     "gradcam_plusplus": "gradcam++",
+    "guided_gradcam": "guidedgradcam",
+    "guidedgc": "guidedgradcam",
 }
 
 
