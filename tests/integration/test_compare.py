@@ -52,6 +52,16 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
         (d / "explain" / "faithfulness.json").write_text(
             json.dumps({"road": {"morf": 0.3 + i / 10}, "pointing_game": 0.5 + i / 10})
         )
+        if i == 1:  # today's runs: every method's numbers in the details file beside it
+            (d / "explain" / "faithfulness_details.json").write_text(
+                json.dumps(
+                    {
+                        "methods": {"gradcam": {"lift": 2.5}, "guidedgradcam": {"lift": 1.9}},
+                        "headline": {"lift": 2.5},
+                        "per_image": [{"id": "x", "lift": 3.0}],
+                    }
+                )
+            )
         (d / "explain" / "tensor.npy").write_bytes(b"\x93NUMPY")  # not a report artifact
         (d / "manifold" / "penultimate_umap.png").write_bytes(_png((0, 90 + i, 0)))
         (d / "manifold" / "manifold.html").write_text("<html><body>interactive</body></html>")
@@ -85,8 +95,10 @@ def test_compare_two_runs_writes_self_contained_report(store: dict[str, object])
     assert base64.b64encode(_png((200, 50, 0))).decode() in page
     assert "<h3>cam_probe_001.png</h3>" in page and "missing" in page
     assert base64.b64encode(_png((0, 91, 0))).decode() in page  # manifold plot of run 2
-    # Faithfulness flattened.
+    # Faithfulness flattened: an older run's file, and the per-method table of a newer run's
+    # details (not its per-image rows).
     assert "road.morf" in page and "pointing_game" in page
+    assert "methods.guidedgradcam.lift" in page and "per_image" not in page
     assert "tensor.npy" not in page
     assert "<script" not in page  # static, offline page
 

@@ -21,6 +21,9 @@ __all__ = [
 ]
 
 _FAITHFULNESS = "explain/faithfulness.json"
+#: Every method's numbers (its ``methods`` block); runs before the headline-only
+#: ``faithfulness.json`` kept them in that file instead.
+_FAITHFULNESS_DETAILS = "explain/faithfulness_details.json"
 
 
 def esc(value: Any) -> str:
@@ -143,14 +146,19 @@ def interactive_section(runs: Sequence[RunSnapshot], embed: bool) -> str:
 def faithfulness_section(runs: Sequence[RunSnapshot]) -> str:
     flat: list[dict[str, Any] | None] = []
     for r in runs:
-        data = r.artifacts.get(_FAITHFULNESS)
+        details = r.artifacts.get(_FAITHFULNESS_DETAILS)
+        data = details if details is not None else r.artifacts.get(_FAITHFULNESS)
         if data is None:
             flat.append(None)
             continue
         try:
-            flat.append(_flatten(json.loads(data.decode("utf-8"))))
+            doc = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            flat.append({"(unreadable faithfulness.json)": str(exc)})
+            flat.append({"(unreadable faithfulness file)": str(exc)})
+            continue
+        if details is not None:  # the per-method table, not every class and image
+            doc = {"methods": doc.get("methods", {}), "headline": doc.get("headline", {})}
+        flat.append(_flatten(doc))
     if all(f is None for f in flat):
         return f"<p class='note'>No <code>{_FAITHFULNESS}</code> in these runs.</p>"
     keys = sorted({k for f in flat if f for k in f})
