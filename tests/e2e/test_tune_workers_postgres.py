@@ -119,28 +119,41 @@ def running_mlflow_server(postgres: Postgres) -> Iterator[str]:
         [str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    try:
+        wait_until_up(f"{url}/health", proc, root / "server.log", 180)
+        yield url
+    finally:
+        stop_group(proc, 30)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the log's tail if ``proc`` exits first or
+    ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
-                    break
+                    return
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            pytest.fail(f"{url} did not come up:\n{log.read_text()[-3000:]}")
         time.sleep(1)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the process group of ``proc`` (a server and its workers), SIGKILL if it lingers."""
     try:
-        yield url
-    finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
 
 
 def prepared_project(root: Path) -> Path:
@@ -373,3 +386,90 @@ def _kill_mid_trial(storage: str, victim: subprocess.Popen, url: str) -> int:
                 return t.number
         time.sleep(0.3)
     pytest.fail("no trial of the worker to kill ran an epoch in time")
+
+
+@pytest.mark.timeout(900)
+def test_every_stage_logs_to_the_server_and_its_registry_serves_the_model(
+    project: Path, mlflow_server: str, tmp_path: Path
+) -> None:
+    """``dvc repro`` with ``MLFLOW_TRACKING_URI`` at the PostgreSQL-backed server: every stage's
+    runs and the registered model land there (artifacts proxied by the server), and
+    ``mlflow models serve -m models:/...@champion`` resolves and serves it from the server."""
+    import base64
+    import json
+
+    import yaml
+    from mlflow import MlflowClient
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tracking"]["experiment"] = "server-pipeline"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = env_for(project, mlflow_server)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    dvc = Path(sys.executable).with_name("dvc")
+    done = subprocess.run(
+        [str(dvc), "repro"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("server-pipeline")
+    runs = client.search_runs([exp.experiment_id], max_results=200)
+    (train,) = [r for r in runs if r.data.tags.get("facelens.stage") == "train"]
+    assert train.info.status == "FINISHED"
+    for stage in ("evaluate", "explain", "manifold"):
+        assert train.data.tags[f"facelens.{stage}.device"] == "cpu", stage
+    assert any(a.path == "explain" for a in client.list_artifacts(train.info.run_id))
+    assert exp.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
+    name = f"facelens-{params['task']}"
+    version = client.get_model_version_by_alias(name, "champion")
+    assert version.run_id == train.info.run_id
+
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{name}@champion",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{url}/ping", proc, log, 240)
+        image = next((project / "data" / "prepared" / "images").rglob("*.png"))
+        body = {
+            "dataframe_split": {
+                "columns": ["image"],
+                "data": [[base64.b64encode(image.read_bytes()).decode()]],
+            }
+        }
+        req = urllib.request.Request(
+            f"{url}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            (row,) = json.loads(resp.read())["predictions"]
+        assert not row["error"] and row["label"]
+    finally:
+        stop_group(proc, 20)
