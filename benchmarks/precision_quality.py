@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     for precision in args.precisions:
         scores, times = [], []
         for seed in args.seeds:
-            metric, seconds = _one(
-                params, args.prepared, rows, best, precision, seed, args.device
-            )
+            metric, seconds = _one(params, args.prepared, rows, best, precision, seed, args.device)
             scores.append(metric)
             times.append(seconds)
             print(f"{precision} seed {seed}: test {metric:.4f} in {seconds:.0f} s", flush=True)
