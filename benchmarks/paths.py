@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from facelens.data.dataset import FaceDataset
 from facelens.data.transforms import make_transform
-from facelens.device import DevicePolicy, autocast, cpu_has_bf16
+from facelens.device import DevicePolicy, autocast
 from facelens.manifold.features import manifold_features
 from facelens.models.build import build_model
 from facelens.models.export import export_model, load_exported
@@ -33,7 +33,7 @@ from facelens.models.norm import DEFAULT_NORM
 from facelens.models.params import ModelParams
 from facelens.training.loop import collect_outputs
 from facelens.training.sources import ImageSource
-from throughput import _timed, forward_flops, gemm_peak, train_rate
+from throughput import _timed, forward_flops, measured_peaks, train_rate
 
 _EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -145,14 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     device = DevicePolicy.resolve(args.device).device
     precisions = args.precisions or ["fp32", "bf16"]
-    print(
-        f"device {device} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
-        f"cpu bf16 units: {cpu_has_bf16()}",
-        flush=True,
-    )
-    peaks = {p: gemm_peak(device, p, args.gemm_n, args.min_seconds) for p in precisions}
-    for p, peak in peaks.items():
-        print(f"GEMM peak {p} ({args.gemm_n}^3): {peak / 1e9:.1f} GFLOP/s", flush=True)
+    peaks = measured_peaks(device, precisions, args.gemm_n, args.min_seconds)
     print(f"{'path':8} {'size':>4} {'batch':>5} {'prec':>5} {'img/s':>8} {'% peak':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:

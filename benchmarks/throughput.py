@@ -143,15 +143,24 @@ def main(argv: list[str] | None = None) -> None:
         _run(args, device, precisions)
 
 
-def _run(args: argparse.Namespace, device: torch.device, precisions: list[str]) -> None:
+def measured_peaks(
+    device: torch.device, precisions: list[str], gemm_n: int, min_s: float, note: str = ""
+) -> dict[str, float]:
+    """Print the machine line, measure and print the GEMM peak of each precision."""
     print(
         f"device {device} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
-        f"cpu bf16 units: {cpu_has_bf16()} | deterministic: {args.deterministic}",
+        f"cpu bf16 units: {cpu_has_bf16()}{note}",
         flush=True,
     )
-    peaks = {p: gemm_peak(device, p, args.gemm_n, args.min_seconds) for p in precisions}
+    peaks = {p: gemm_peak(device, p, gemm_n, min_s) for p in precisions}
     for p, peak in peaks.items():
-        print(f"GEMM peak {p} ({args.gemm_n}^3): {peak / 1e9:.1f} GFLOP/s", flush=True)
+        print(f"GEMM peak {p} ({gemm_n}^3): {peak / 1e9:.1f} GFLOP/s", flush=True)
+    return peaks
+
+
+def _run(args: argparse.Namespace, device: torch.device, precisions: list[str]) -> None:
+    note = f" | deterministic: {args.deterministic}"
+    peaks = measured_peaks(device, precisions, args.gemm_n, args.min_seconds, note)
     torch.manual_seed(0)
     model = build(device)
     print(f"{'mode':8} {'size':>4} {'prec':>5} {'img/s':>8} {'GFLOP/s':>9} {'% peak':>7}")

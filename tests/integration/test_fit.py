@@ -70,8 +70,10 @@ class _Recorder:
             raise KeyboardInterrupt(f"stop after epoch {result.epoch}")
 
 
-def _interrupted_after_epoch_1(train, val, params: TrainParams, ckpt: Path, **kw) -> None:
-    """Fit a fresh model until the callback interrupts it after epoch 1's checkpoint."""
+def _interrupted_after_epoch_1(
+    train, val, params: TrainParams, ckpt: Path, *, epoch: int = 1, **kw
+) -> None:
+    """Fit a fresh model until the callback interrupts it after ``epoch``'s checkpoint."""
     with pytest.raises(KeyboardInterrupt):
         fit(
             _model(),
@@ -79,7 +81,7 @@ def _interrupted_after_epoch_1(train, val, params: TrainParams, ckpt: Path, **kw
             val,
             params,
             "expression",
-            callbacks=[_Recorder(stop_after=1)],
+            callbacks=[_Recorder(stop_after=epoch)],
             checkpoint_dir=ckpt,
             progress=False,
             **kw,
@@ -385,17 +387,7 @@ def test_an_unreadable_checkpoint_falls_back_and_never_runs_code(
     params = TrainParams(epochs=3, batch_size=6, augment=0.0, seed=5)
     full = fit(_model(), train, val, params, "expression", progress=False)
     ckpt = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        fit(
-            _model(),
-            train,
-            val,
-            params,
-            "expression",
-            callbacks=[_Recorder(stop_after=2)],
-            checkpoint_dir=ckpt,
-            progress=False,
-        )
+    _interrupted_after_epoch_1(train, val, params, ckpt, epoch=2)
     current, previous = ckpt / "checkpoint.pt", ckpt / "checkpoint.prev.pt"
     assert current.is_file() and previous.is_file()
     marker = tmp_path / "payload-ran"
