@@ -12,6 +12,8 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
 
 from facelens._io import canonical_hash
 from facelens.tracking.runs import (
@@ -38,7 +40,7 @@ def _run(run_id: str) -> Any:
 def test_configure_env_wins(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tagged = SimpleNamespace(tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}, experiment_id="1")
-    monkeypatch.setattr(mlflow, "set_experiment", lambda name: tagged)
+    monkeypatch.setattr(mlflow, "set_experiment", lambda name=None, experiment_id=None: tagged)
     assert configure("sqlite:///from-params.db", "x") == "sqlite:///from-params.db"
     assert mlflow.get_tracking_uri() == "sqlite:///from-params.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/env.db")
@@ -60,6 +62,51 @@ def test_experiments_open_on_model_training_not_genai(mlflow_store) -> None:
     assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
     configure(None, "made-by-an-older-facelens")
     assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_workers_racing_to_tag_the_experiment_both_go_on(mlflow_store, monkeypatch) -> None:
+    """Two tuning workers configuring a fresh experiment at once both insert the kind tag; a
+    SQL store refuses the second insert (PostgreSQL: unique violation). The loser reads the
+    winner's tag back instead of dying; any other failure to tag still raises."""
+    client = MlflowClient()
+    exp_id = client.create_experiment("raced")
+    real = MlflowClient.set_experiment_tag
+
+    def other_worker_won(self, experiment_id, key, value):
+        real(self, experiment_id, key, value)  # the other worker's insert lands first
+        raise MlflowException("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", other_worker_won)
+    configure(None, "raced")
+    assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+    def store_down(self, experiment_id, key, value):
+        raise MlflowException("the store refused the tag")
+
+    client.create_experiment("untagged")
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", store_down)
+    with pytest.raises(MlflowException, match="refused"):
+        configure(None, "untagged")
+
+
+def test_losing_the_experiment_creation_race_still_selects_it(mlflow_store, monkeypatch) -> None:
+    """MLflow's ``set_experiment`` returns the experiment another process created a moment
+    earlier without making it active; runs must still land in it, not in Default."""
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    real = TrackingServiceClient.create_experiment
+
+    def created_elsewhere(self, name, *args, **kwargs):
+        real(self, name, *args, **kwargs)
+        raise MlflowException("exists", error_code=RESOURCE_ALREADY_EXISTS)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrackingServiceClient, "create_experiment", created_elsewhere)
+        configure(None, "created-by-another-worker")
+    with mlflow.start_run() as run:
+        pass
+    exp = MlflowClient().get_experiment_by_name("created-by-another-worker")
+    assert run.info.experiment_id == exp.experiment_id
 
 
 def test_tracked_run_finishes_and_sets_tags(mlflow_store) -> None:

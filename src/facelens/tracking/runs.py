@@ -90,15 +90,35 @@ def configure(
     uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
     if artifact_location is not None and mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=artifact_location)
+        try:
+            mlflow.create_experiment(experiment, artifact_location=artifact_location)
+        except MlflowException:
+            # Another process (a second tuning worker) created it between the lookup and
+            # the create; use theirs.
+            if mlflow.get_experiment_by_name(experiment) is None:
+                raise
     exp = mlflow.set_experiment(experiment)
+    # When two processes create the experiment at once, MLflow's loser returns it without
+    # making it the active one; select it by id so runs never land in the Default experiment.
+    mlflow.set_experiment(experiment_id=exp.experiment_id)
     if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        # MLflow 3's UI opens an experiment without this tag on its GenAI overview; set it on
-        # new experiments and on existing ones the first time a stage logs to them.
-        mlflow.MlflowClient().set_experiment_tag(
-            exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
-        )
+        _set_kind_tag(exp.experiment_id)
     return uri
+
+
+def _set_kind_tag(experiment_id: str) -> None:
+    """Tag the experiment as a model-training one (MLflow 3's UI opens an experiment without
+    the tag on its GenAI overview): on new experiments and on existing ones the first time a
+    stage logs to them. Processes starting together (tuning workers) race to insert the same
+    tag, and a SQL store refuses the second insert with a unique-key error: the loser reads
+    the tag back and accepts the winner's value."""
+    client = mlflow.MlflowClient()
+    try:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    except MlflowException:
+        tags = client.get_experiment(experiment_id).tags
+        if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            raise
 
 
 def configure_stage(tracking_uri: str | None, experiment: str) -> list[Reaped]:
