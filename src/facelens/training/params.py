@@ -32,7 +32,7 @@ class TrainParams(BaseModel):
     #: Numeric precision of training steps and forward passes: ``fp32``, ``bf16`` / ``fp16``
     #: autocast, or ``auto`` (bf16 where the device has native bf16 units, see
     #: :mod:`facelens.device`). Explanations always run in fp32.
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     #: Run the training and validation forward passes through ``torch.compile`` (off: see
     #: benchmarks/README.md for what it costs and gains here).
     compile: bool = False
