@@ -328,6 +328,16 @@ def tiny_params(repo: Path = REPO) -> dict:
     params["data"]["image_size"] = 32
     params["data"]["synth"]["n_identities"] = 12
     params["model"].update({"input_size": 32, "weights": "none"})
+    params["pretrain"].update(
+        {
+            "n_identities": 4,
+            "images_per_identity": 3,
+            "val_per_identity": 1,
+            "image_size": 32,
+            "epochs": 1,
+            "batch_size": 4,
+        }
+    )
     params["train"].update({"epochs": 1, "batch_size": 16})
     params["tune"].update({"n_trials": 1, "pruner": "none", "train_fraction": 1.0})
     params["tune"]["space"].update({"epochs": [1], "batch_size": [16]})

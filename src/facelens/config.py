@@ -24,7 +24,7 @@ from facelens.explain.params import ExplainParams
 from facelens.manifold.params import ManifoldParams
 from facelens.models.params import ModelParams
 from facelens.tracking.params import RegisterParams, TrackingParams
-from facelens.training.params import TrainParams
+from facelens.training.params import PretrainParams, TrainParams
 from facelens.tuning.params import TuneParams
 
 __all__ = ["DEFAULT_PARAMS_FILE", "ConfigError", "Params", "load_params", "parse_params"]
@@ -47,6 +47,7 @@ class Params(_Closed):
     data: DataParams = DataParams()
     split: SplitParams = SplitParams()
     model: ModelParams = ModelParams()
+    pretrain: PretrainParams = PretrainParams()
     tune: TuneParams = TuneParams()
     train: TrainParams = TrainParams()
     tracking: TrackingParams = TrackingParams()

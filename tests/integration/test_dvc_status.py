@@ -106,3 +106,29 @@ def test_editing_a_file_reruns_the_stages_that_run_it(project, edited: str) -> N
         path.write_bytes(original)
     assert set(status) == users
     assert planned == _descendants(stages, users)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("tune", "n_trials", 7, {"tune"}),
+        ("train", "lr", 0.002, {"tune", "train"}),
+        ("pretrain", "epochs", 9, {"pretrain"}),
+    ],
+)
+def test_tuning_experiments_never_rebuild_the_pretrained_backbone(
+    project, section: str, key: str, value: object, expected: set[str]
+) -> None:
+    """``dvc exp run -S tune.n_trials=...`` (or a recipe change) re-runs tuning, not
+    ``pretrain``, whose only params are its own section."""
+    proj, _ = project
+    path = proj / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    params[section][key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(_dvc(proj, "status", "--json"))
+    finally:
+        path.write_text(original)
+    assert set(status) == expected

@@ -358,7 +358,9 @@ def test_compiled_training_matches_eager() -> None:
             dropout=0.0,
             seed=0,
         )
-        params = TrainParams(epochs=2, batch_size=6, augment=0.0, seed=4, compile=compiled)
+        params = TrainParams(
+            epochs=2, batch_size=6, augment=0.0, seed=4, compile=compiled, precision="fp32"
+        )
         history = fit(model, train, val, params, "expression", progress=False)
         results.append(([e.train_loss for e in history.epochs], predict(model, val)))
     (eager_losses, eager_pred), (compiled_losses, compiled_pred) = results
@@ -442,3 +444,26 @@ def test_a_diverging_loss_stops_with_one_message_and_keeps_the_last_checkpoint(
     monkeypatch.setattr(loop, "task_loss", real)
     resumed = fit(_model(), train, val, params, "expression", checkpoint_dir=ckpt, progress=False)
     assert resumed.resumed_from == 1 and len(resumed.epochs) == 3
+
+
+def test_backbone_learns_at_a_fraction_of_the_head_rate() -> None:
+    """``backbone_lr_mult``: the trained blocks get ``lr x mult`` (a group of their own),
+    the head ``lr``, and the one-cycle schedule keeps that ratio; 1.0 keeps one group."""
+    from facelens.models.vgg import FaceVGG, apply_freeze
+    from facelens.training.optim import make_optimizer, make_scheduler
+
+    model = FaceVGG("vgg16_bn", num_outputs=3)
+    apply_freeze(model, 2)
+    params = TrainParams(lr=1e-3, backbone_lr_mult=0.1)
+    opt = make_optimizer(params, model)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4, 1e-3])
+    trained_blocks = {id(p) for b in model.blocks[3:] for p in b.parameters()}
+    assert {id(p) for p in opt.param_groups[0]["params"]} == trained_blocks
+    sched = make_scheduler(params, opt, total_steps=10)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    backbone_lr, head_lr = sched.get_last_lr()
+    assert backbone_lr == pytest.approx(head_lr * 0.1)
+    single = make_optimizer(params.model_copy(update={"backbone_lr_mult": 1.0}), model)
+    assert len(single.param_groups) == 1

@@ -41,6 +41,7 @@ def test_each_section_is_defined_beside_the_code_it_configures(section: str) -> 
         "split": "data",
         "model": "models",
         "train": "training",
+        "pretrain": "training",
         "tune": "tuning",
         "registry": "tracking",
     }.get(section, section)

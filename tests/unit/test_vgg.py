@@ -130,6 +130,38 @@ def test_auto_without_weights_warns_and_falls_back(hub_dir: Path) -> None:
     assert norm_stats(source) == DEFAULT_NORM
 
 
+def test_auto_tries_imagenet_then_the_pretrained_backbone_then_random(
+    hub_dir: Path, tmp_path: Path
+) -> None:
+    """``weights: auto`` resolves ImageNet when present, else the ``pretrain`` stage's
+    backbone, else random initialisation; each fallback warns and names what it used."""
+    pre = tmp_path / "pretrained"
+    pre.mkdir()
+    with pytest.warns(
+        UserWarning, match=r"(?s)No SynthFACS-pretrained backbone at .*random-fallback"
+    ):
+        assert resolve_weights("vgg16_bn", "auto", pre) == (None, "random-fallback")
+    torch.manual_seed(1)
+    src = FaceVGG("vgg16_bn", num_outputs=5)
+    backbone = {k: v for k, v in src.state_dict().items() if k.startswith("blocks.")}
+    torch.save(backbone, pre / "vgg16_bn.pt")
+    with pytest.warns(UserWarning, match="weights: auto -> the SynthFACS-pretrained backbone"):
+        _, source = resolve_weights("vgg16_bn", "auto", pre)
+    label = rf"pretrained:{re.escape(pre.as_posix())}/vgg16_bn\.pt#sha256:[0-9a-f]{{12}}"
+    assert re.fullmatch(label, source)
+    assert norm_stats(source) == DEFAULT_NORM  # pretraining normalises like random init
+    model, built = build_model(ModelParams(pretrained=str(pre)), num_outputs=7)
+    assert built == source
+    assert torch.equal(model.blocks[3][0].weight, src.blocks[3][0].weight)
+    assert resolve_weights("vgg16_bn", "pretrained", pre)[1] == source
+    with pytest.raises(WeightsUnavailable, match="dvc repro pretrain"):
+        resolve_weights("vgg16", "pretrained", pre)  # only vgg16_bn was pretrained
+    target = weights_file("vgg16_bn")
+    target.parent.mkdir(parents=True)
+    torch.save(_torchvision_features_state(batch_norm=True), target)
+    assert resolve_weights("vgg16_bn", "auto", pre)[1] == "imagenet"  # ImageNet first
+
+
 def test_imagenet_without_weights_raises_with_path(hub_dir: Path) -> None:
     with pytest.raises(WeightsUnavailable) as info:
         resolve_weights("vgg16", "imagenet")

@@ -19,6 +19,7 @@ __all__ = [
     "LeakageReport",
     "NearPairs",
     "check_leakage",
+    "check_pool_disjoint",
     "class_codes",
 ]
 
@@ -182,3 +183,39 @@ def _class_counts(df: pd.DataFrame) -> dict[str, int]:
     names = [*EXPRESSIONS, "unlabeled"]
     found = np.bincount(codes, minlength=len(names))
     return {names[i]: int(c) for i, c in enumerate(found) if c}
+
+
+def check_pool_disjoint(
+    manifest: pd.DataFrame,
+    pool_identities: Iterable[str],
+    pool_sha256: Iterable[str],
+    namespace: str,
+    *,
+    where: str = "the prepared data",
+) -> None:
+    """Refuse task data that shares a person or an image with a pretraining pool.
+
+    The pool's identities live in their own ``namespace`` (``pre-p0001``), so a task
+    identity in that namespace is pool data mixed into the task; an identity or an image
+    (pixel ``sha256``) found in both means the backbone has seen test people.
+
+    Raises:
+        LeakageError: naming the first shared identities or images and what to do.
+    """
+    task_ids = {str(v) for v in manifest.get("identity", pd.Series(dtype=str)).dropna()}
+    pool_ids = set(pool_identities)
+    shared = sorted((task_ids & pool_ids) | {i for i in task_ids if i.startswith(namespace)})
+    images = set(manifest.get("sha256", pd.Series(dtype=str)).dropna()) & set(pool_sha256)
+    if not shared and not images:
+        return
+    found = []
+    if shared:
+        found.append(f"{len(shared)} pretraining-pool identities ({', '.join(shared[:5])})")
+    if images:
+        shown = manifest.loc[manifest["sha256"].isin(images), "id"].astype(str).tolist()[:5]
+        found.append(f"{len(images)} pretraining-pool images (ids {', '.join(shown)})")
+    raise LeakageError(
+        f"{where} contains {' and '.join(found)}: the pretrained backbone has seen these "
+        f"people. Remove them from the data, or pretrain on another pool "
+        f"(`pretrain.seed`) or use `model.weights: none`."
+    )

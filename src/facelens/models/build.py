@@ -35,7 +35,7 @@ def build_model(
     Returns:
         ``(model, weights_source)``; see :func:`resolve_weights` for the labels.
     """
-    state, source = resolve_weights(params.arch, params.weights)
+    state, source = resolve_weights(params.arch, params.weights, params.pretrained)
     if seed is None:
         model = FaceVGG(params.arch, num_outputs=num_outputs, head=head, dropout=dropout)
     else:

@@ -17,8 +17,12 @@ class ModelParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arch: Arch = "vgg16_bn"
-    #: ``auto`` | ``imagenet`` | ``none`` | a path to a ``.pt``/``.pth`` state dict.
+    #: ``auto`` | ``imagenet`` | ``pretrained`` | ``none`` | a path to a ``.pt``/``.pth`` state
+    #: dict. ``auto``: ImageNet when obtainable, else the SynthFACS-pretrained backbone in
+    #: ``pretrained``, else random initialisation, each fallback with a warning.
     weights: str = "auto"
+    #: Folder of the ``pretrain`` stage's backbones (``<arch>.pt`` + ``meta.json``).
+    pretrained: str = "models/pretrained"
     input_size: int = Field(default=64, ge=32, le=512)
 
     @field_validator("weights")
@@ -26,7 +30,8 @@ class ModelParams(BaseModel):
     def _weights_not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError(
-                "weights must be 'auto', 'imagenet', 'none' or a path to a .pt/.pth state dict; "
+                "weights must be 'auto', 'imagenet', 'pretrained', 'none' or a path to a "
+                ".pt/.pth state dict; "
                 "got an empty string"
             )
         return value.strip()

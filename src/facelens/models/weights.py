@@ -1,5 +1,6 @@
-"""Weights policy: ImageNet from the torch hub cache or a download, a local state dict, or
-random initialisation, with a visible ``random-fallback`` when ``auto`` cannot get ImageNet."""
+"""Weights policy: ImageNet from the torch hub cache or a download, the SynthFACS-pretrained
+backbone of the ``pretrain`` stage, a local state dict, or random initialisation; ``auto``
+tries them in that order and warns at each fallback (``weights_source`` records the result)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 from facelens.errors import WeightsUnavailable
 from facelens.models.vgg import FaceVGG
 
-__all__ = ["load_weights_into", "resolve_weights", "weights_file"]
+__all__ = ["load_weights_into", "pretrained_file", "resolve_weights", "weights_file"]
 
 _TORCHVISION_WEIGHTS = {
     "vgg16": VGG16_Weights.IMAGENET1K_V1,
     "vgg16_bn": VGG16_BN_Weights.IMAGENET1K_V1,
 }
-_POLICIES = ("auto", "imagenet", "none")
+_POLICIES = ("auto", "imagenet", "pretrained", "none")
 _OFFLINE_ENV = "FACELENS_OFFLINE"
 
 
@@ -73,75 +74,116 @@ def _skeleton(arch: str) -> FaceVGG:
 _FAILED_DOWNLOADS: dict[str, str] = {}
 
 
-def _fail_or_fallback(policy: str, message: str) -> tuple[None, str]:
-    if policy == "imagenet":
-        raise WeightsUnavailable(message)
-    warnings.warn(
-        f"{message}\nweights: auto -> falling back to random initialisation ('random-fallback').",
-        UserWarning,
-        stacklevel=3,
+def _imagenet(arch: str) -> tuple[dict[str, Tensor] | None, str]:
+    """ImageNet weights from the torch hub cache or a download: ``(state, "")`` or
+    ``(None, why not and how to get them)``."""
+    target = weights_file(arch)
+    url = _TORCHVISION_WEIGHTS[arch].url
+    tried: list[str] = []
+    if target.is_file():
+        try:
+            state = torch.load(target, map_location="cpu", weights_only=True)
+            return _unwrap_state(state, str(target)), ""
+        except Exception as err:  # corrupt or partial file
+            tried.append(f"found {target} but could not load it ({err})")
+    else:
+        tried.append(f"not in the torch hub cache ({target} does not exist)")
+    if os.environ.get(_OFFLINE_ENV, "") == "1":
+        tried.append(f"download skipped because {_OFFLINE_ENV}=1")
+    elif url in _FAILED_DOWNLOADS:
+        tried.append(_FAILED_DOWNLOADS[url] + " (earlier in this process; not retried)")
+    else:
+        try:
+            state = torch.hub.load_state_dict_from_url(
+                url, map_location="cpu", progress=False, weights_only=True
+            )
+            return _unwrap_state(state, url), ""
+        except Exception as err:
+            _FAILED_DOWNLOADS[url] = f"download from {url} failed ({type(err).__name__}: {err})"
+            tried.append(_FAILED_DOWNLOADS[url])
+    return None, (
+        f"ImageNet weights for {arch} are unavailable: " + "; ".join(tried) + ". "
+        f"To use them offline, place {target.name} (from {url}) at {target}."
     )
-    return None, "random-fallback"
 
 
-def resolve_weights(arch: str, policy: str) -> tuple[dict[str, Tensor] | None, str]:
+def pretrained_file(arch: str, pretrained_dir: str | Path | None) -> Path | None:
+    """The ``pretrain`` stage's backbone for ``arch`` in ``pretrained_dir`` (None: no folder)."""
+    return None if pretrained_dir is None else Path(pretrained_dir) / f"{arch}.pt"
+
+
+def resolve_weights(
+    arch: str, policy: str, pretrained_dir: str | Path | None = None
+) -> tuple[dict[str, Tensor] | None, str]:
     """Resolve a weights policy to a state dict and a ``weights_source`` label.
 
     Args:
         arch: ``vgg16`` or ``vgg16_bn``.
-        policy: ``auto`` (ImageNet if obtainable, else a visible warning and random init),
-            ``imagenet`` (ImageNet or :class:`WeightsUnavailable`), ``none`` (random init) or
-            a path to a ``.pt``/``.pth`` state dict (torchvision VGG keys or a facelens export).
-            ImageNet weights are looked up in the torch hub cache first; the download is
-            skipped when the environment sets ``FACELENS_OFFLINE=1``.
+        policy: ``auto`` (ImageNet if obtainable, else the SynthFACS-pretrained backbone in
+            ``pretrained_dir``, else random initialisation; each fallback warns),
+            ``imagenet`` (ImageNet or :class:`WeightsUnavailable`), ``pretrained`` (the
+            backbone in ``pretrained_dir`` or :class:`WeightsUnavailable`), ``none`` (random
+            init) or a path to a ``.pt``/``.pth`` state dict (torchvision VGG keys or a
+            facelens export). ImageNet weights are looked up in the torch hub cache first;
+            the download is skipped when the environment sets ``FACELENS_OFFLINE=1``.
+        pretrained_dir: the ``pretrain`` stage's output folder (``model.pretrained``).
 
     Returns:
         ``(state_dict or None, weights_source)`` where ``weights_source`` is ``imagenet``,
-        ``none``, ``random-fallback`` or ``file:<abs path>#sha256:<first 12 hex>``.
+        ``pretrained:<path>#sha256:<first 12 hex>``, ``none``, ``random-fallback`` or
+        ``file:<abs path>#sha256:<first 12 hex>``.
 
     Raises:
-        WeightsUnavailable: ImageNet weights unobtainable under ``imagenet``; a weights file
-            that is missing, unreadable or does not match ``arch``.
+        WeightsUnavailable: ImageNet weights unobtainable under ``imagenet``; no pretrained
+            backbone under ``pretrained``; a weights file that is missing, unreadable or
+            does not match ``arch``.
         ValueError: unknown ``arch``.
     """
-    target = weights_file(arch)  # validates arch
+    weights_file(arch)  # validates arch
     if policy == "none":
         return None, "none"
-    if policy in ("auto", "imagenet"):
-        url = _TORCHVISION_WEIGHTS[arch].url
-        tried: list[str] = []
-        if target.is_file():
-            try:
-                state = torch.load(target, map_location="cpu", weights_only=True)
-                return _unwrap_state(state, str(target)), "imagenet"
-            except Exception as err:  # corrupt or partial file
-                tried.append(f"found {target} but could not load it ({err})")
-        else:
-            tried.append(f"not in the torch hub cache ({target} does not exist)")
-        if os.environ.get(_OFFLINE_ENV, "") == "1":
-            tried.append(f"download skipped because {_OFFLINE_ENV}=1")
-        elif url in _FAILED_DOWNLOADS:
-            tried.append(_FAILED_DOWNLOADS[url] + " (earlier in this process; not retried)")
-        else:
-            try:
-                state = torch.hub.load_state_dict_from_url(
-                    url, map_location="cpu", progress=False, weights_only=True
-                )
-                return _unwrap_state(state, url), "imagenet"
-            except Exception as err:
-                _FAILED_DOWNLOADS[url] = f"download from {url} failed ({type(err).__name__}: {err})"
-                tried.append(_FAILED_DOWNLOADS[url])
-        message = (
-            f"ImageNet weights for {arch} are unavailable: " + "; ".join(tried) + ". "
-            f"To use them offline, place {target.name} (from {url}) at {target}. "
-            "Or set `weights: none` in the model params to train from random initialisation."
+    backbone = pretrained_file(arch, pretrained_dir)
+    if policy == "pretrained":
+        if backbone is None or not backbone.is_file():
+            raise WeightsUnavailable(
+                f"weights: pretrained needs the SynthFACS-pretrained backbone {backbone}, which "
+                "does not exist; make it with `dvc repro pretrain` (pretrain.archs must list "
+                f"{arch!r}), or use weights: auto / none"
+            )
+        return _load_weights_path(arch, str(backbone), label="pretrained")
+    if policy not in ("auto", "imagenet"):
+        return _load_weights_path(arch, policy)
+    state, why = _imagenet(arch)
+    if state is not None:
+        return state, "imagenet"
+    if policy == "imagenet":
+        raise WeightsUnavailable(
+            why + " Or set `weights: auto` (the SynthFACS-pretrained backbone, else random "
+            "initialisation) or `weights: none`."
         )
-        return _fail_or_fallback(policy, message)
-    return _load_weights_path(arch, policy)
+    if backbone is not None and backbone.is_file():
+        state, source = _load_weights_path(arch, str(backbone), label="pretrained")
+        warnings.warn(
+            f"{why}\nweights: auto -> the SynthFACS-pretrained backbone {backbone} ('{source}').",
+            UserWarning,
+            stacklevel=2,
+        )
+        return state, source
+    missing = f" No SynthFACS-pretrained backbone at {backbone} either (`dvc repro pretrain`)."
+    warnings.warn(
+        f"{why}{missing if backbone is not None else ''}\n"
+        "weights: auto -> falling back to random initialisation ('random-fallback').",
+        UserWarning,
+        stacklevel=2,
+    )
+    return None, "random-fallback"
 
 
-def _load_weights_path(arch: str, policy: str) -> tuple[dict[str, Tensor], str]:
-    path = Path(policy).expanduser().resolve()
+def _load_weights_path(
+    arch: str, policy: str, label: str = "file"
+) -> tuple[dict[str, Tensor], str]:
+    given = Path(policy).expanduser()
+    path = given.resolve()
     if not path.is_file():
         raise WeightsUnavailable(
             f"weights must be one of {', '.join(_POLICIES)} or a path to an existing .pt/.pth "
@@ -164,7 +206,10 @@ def _load_weights_path(arch: str, policy: str) -> tuple[dict[str, Tensor], str]:
             f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:4]}). "
             "Check `arch` (vgg16 vs vgg16_bn) or pass a torchvision VGG / facelens state dict."
         )
-    return state, f"file:{path}#sha256:{digest}"
+    # The pretrained backbone is named as configured (a path relative to the workspace), so
+    # the label, and the activation-cache keys built on it, are the same in every clone.
+    shown = given.as_posix() if label == "pretrained" else str(path)
+    return state, f"{label}:{shown}#sha256:{digest}"
 
 
 def load_weights_into(model: FaceVGG, state: Mapping[str, Tensor]) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from facelens._io import atomic_write_text, canonical_hash
 from facelens.config import Params
-from facelens.data.manifest import data_version
+from facelens.data.manifest import data_version, read_manifest
 from facelens.data.split_csv import load_splits
 from facelens.device import DevicePolicy, device_tags
 from facelens.models.export import export_model
@@ -26,6 +26,7 @@ from facelens.tracking.runs import (
     tracked_run,
 )
 from facelens.training.history import History
+from facelens.training.pretrain import backbone_fingerprint, check_backbone_pool
 from facelens.training.recipe import Recipe, make_recipe, train_model
 
 __all__ = ["checkpoint_dir", "run"]
@@ -33,10 +34,13 @@ __all__ = ["checkpoint_dir", "run"]
 _CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_metric", "lr")
 
 
-def checkpoint_dir(checkpoint_root: Path, recipe: Recipe, version: str) -> Path:
-    """Where the checkpoints of one (recipe, data version) live: a rerun with the same
-    inputs resumes from them; changed inputs start afresh in another folder."""
-    key = canonical_hash({"recipe": recipe.describe(), "data": version})[:16]
+def checkpoint_dir(checkpoint_root: Path, recipe: Recipe, version: str, backbone: str = "") -> Path:
+    """Where the checkpoints of one (recipe, data version, pretrained backbone) live: a rerun
+    with the same inputs resumes from them; changed inputs start afresh in another folder."""
+    identity: dict[str, str] = {"recipe": recipe.describe(), "data": version}
+    if backbone:  # keys of runs without a pretrained backbone stay those of earlier versions
+        identity["backbone"] = backbone
+    key = canonical_hash(identity)[:16]
     return Path(checkpoint_root) / key
 
 
@@ -88,7 +92,15 @@ def run(
     train_rows, val_rows = load_splits(prepared_dir, splits_dir, ("train", "val"))
     version = data_version(prepared_dir)
     recipe = make_recipe(params.task, params.model, params.train, best_params, keep_epochs=True)
-    ckpt_dir = checkpoint_dir(checkpoint_root, recipe, version)
+    model = params.model
+    check_backbone_pool(
+        model.weights,
+        model.pretrained,
+        read_manifest(Path(prepared_dir) / "manifest.csv"),
+        str(prepared_dir),
+    )
+    backbone = backbone_fingerprint(model.weights, model.pretrained)
+    ckpt_dir = checkpoint_dir(checkpoint_root, recipe, version, backbone)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     run_id_file = ckpt_dir / "mlflow_run_id"
     resume_id = run_id_file.read_text().strip() if run_id_file.is_file() else None

@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import torch
 
 from facelens.config import Params
 from facelens.data.dataset import FaceDataset
-from facelens.data.manifest import data_version
+from facelens.data.manifest import data_version, read_manifest
 from facelens.data.split import stratified_subset
 from facelens.data.split_csv import load_splits
 from facelens.device import DevicePolicy, device_tags
@@ -29,6 +30,7 @@ from facelens.models.cache import ActivationCache
 from facelens.tracking.runs import configure_stage
 from facelens.tracking.study import MlflowStudyTracker
 from facelens.training.history import EpochResult
+from facelens.training.pretrain import backbone_fingerprint, check_backbone_pool
 from facelens.training.recipe import make_recipe, train_model
 from facelens.tuning.storage import check_shareable, sqlite_guard
 from facelens.tuning.study import StudyResult, create_study, run_study, study_name_for
@@ -61,6 +63,7 @@ def study_name(params: Params, version: str) -> str:
             "train": params.train,
             "space": params.tune.space,
             "train_fraction": params.tune.train_fraction,
+            "backbone": backbone_fingerprint(params.model.weights, params.model.pretrained),
         },
     )
 
@@ -132,6 +135,8 @@ def _work(
     max_trials: int | None,
 ) -> StudyResult:
     train_rows, val_rows = load_splits(prepared_dir, splits_dir, ("train", "val"))
+    manifest = read_manifest(Path(prepared_dir) / "manifest.csv")
+    check_backbone_pool(params.model.weights, params.model.pretrained, manifest, str(prepared_dir))
     train_rows = stratified_subset(train_rows, params.tune.train_fraction, params.tune.seed)
     version = data_version(prepared_dir)
     configure_stage(params.tracking.tracking_uri, params.tracking.experiment)
@@ -155,6 +160,8 @@ def _work(
             dataset_memo=decoded,
             policy=policy,
         )
+        if mlflow.active_run() is not None:  # the trial's nested run
+            mlflow.set_tag("weights_source", trained.meta.weights_source)
         return float(trained.history.best_val_metric)
 
     tracker = MlflowStudyTracker(f"tune {tune.study_name}", tags=device_tags(policy))

@@ -259,7 +259,7 @@ def _run_epoch(
     )
     train_seconds = time.perf_counter() - t0
     metrics: dict[str, float] = {
-        "lr": float(state.sched.get_last_lr()[0]),
+        "lr": float(state.sched.get_last_lr()[-1]),  # the head's rate (backbone: x mult)
         "train_img_per_s": n / max(train_seconds, 1e-9),
     }
     if val_src is not None:

@@ -127,7 +127,7 @@ def train_epoch(
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"training diverged: the loss became {value} in {desc}, batch {step} "
-                f"(lr {sched.get_last_lr()[0]:.3g}, precision {params.precision}); the last "
+                f"(lr {sched.get_last_lr()[-1]:.3g}, precision {params.precision}); the last "
                 "finished epoch's checkpoint is kept. Lower train.lr, use precision fp32, or "
                 "check the data"
             )

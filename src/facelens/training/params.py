@@ -1,4 +1,5 @@
-"""The ``train`` params section: the base training recipe (also what a tuning trial sets)."""
+"""The ``train`` params section: the base training recipe (also what a tuning trial sets),
+and the ``pretrain`` section: the SynthFACS identity pool a backbone is pretrained on."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["TrainParams"]
+from facelens.models.params import Arch
+
+__all__ = ["PretrainParams", "TrainParams"]
 
 
 class TrainParams(BaseModel):
@@ -24,6 +27,9 @@ class TrainParams(BaseModel):
     head: Literal["classifier", "pooled"] = "pooled"
     dropout: float = Field(default=0.3, ge=0, lt=1)
     trainable_blocks: int = Field(default=5, ge=0, le=5)
+    #: The trained convolutional blocks learn at ``lr x backbone_lr_mult`` (the head at
+    #: ``lr``): fine-tuning a pretrained backbone gently while the new head learns fast.
+    backbone_lr_mult: float = Field(default=1.0, gt=0, le=1)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     #: Stop after this many epochs without a better validation metric (None: never).
     patience: int | None = Field(default=None, ge=1)
@@ -40,3 +46,28 @@ class TrainParams(BaseModel):
     #: the same seed gives the same weights on a GPU too, at a cost in speed there. The CPU
     #: kernels used here are deterministic either way.
     deterministic: bool = False
+
+
+class PretrainParams(BaseModel):
+    """The ``pretrain`` params section: the identity pool and how the backbone learns it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: What the backbone learns: ``geometry`` (where each face part is and how it is shaped,
+    #: from the region masks) or ``identity`` (which pool person a face shows).
+    objective: Literal["geometry", "identity"] = "geometry"
+    #: Architectures to pretrain (``model.arch`` and every ``tune.space.arch`` choice that
+    #: should start from a pretrained backbone).
+    archs: list[Arch] = Field(default_factory=lambda: ["vgg16_bn"], min_length=1)
+    n_identities: int = Field(160, ge=2, le=20_000)
+    images_per_identity: int = Field(12, ge=2, le=70)
+    #: Images per identity held out to measure identity accuracy (model selection).
+    val_per_identity: int = Field(2, ge=1)
+    image_size: int = Field(64, ge=32, le=512)
+    epochs: int = Field(4, ge=1)
+    lr: float = Field(2.0e-3, gt=0)
+    weight_decay: float = Field(1.0e-4, ge=0)
+    batch_size: int = Field(64, ge=2)
+    augment: float = Field(0.5, ge=0, le=1)
+    seed: int = Field(0, ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

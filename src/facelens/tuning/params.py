@@ -107,6 +107,7 @@ class SearchSpace(_Closed):
     optimizer: list[str] = ["adamw", "sgd"]
     batch_size: IntDim = [32, 64]
     trainable_blocks: IntDim = [5]
+    backbone_lr_mult: FloatDim = [1.0]
     head: list[str] = ["pooled", "classifier"]
     dropout: FloatDim = FloatRange(low=0.0, high=0.5)
     label_smoothing: FloatDim = FloatRange(low=0.0, high=0.1)

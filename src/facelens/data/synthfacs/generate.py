@@ -7,6 +7,7 @@ identities, per-sample streams (AUs, then nuisance), the label plan and the rate
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ def _render_samples(
     plan: np.ndarray,
     sample_seeds: Sequence[np.random.SeedSequence],
     progress: Callable[[int, int], None] | None,
+    prefix: str = "",
 ) -> tuple[list[_Rendered], np.ndarray, list[Identity]]:
     """Draw the AUs and nuisance of every sample and render it (identity-major order).
 
@@ -139,7 +141,8 @@ def _render_samples(
         aus = sample_aus(label, rng, params)
         nuisance = sample_nuisance(rng, params)
         image, mask = render_face(aus, identities[p], nuisance, image_size)
-        rendered.append((f"s{i:0{s_width}d}", image, mask, aus, label, f"p{p:0{id_width}d}"))
+        sid, pid = f"{prefix}s{i:0{s_width}d}", f"{prefix}p{p:0{id_width}d}"
+        rendered.append((sid, image, mask, aus, label, pid))
         all_aus[i] = aus
         sample_identities.append(identities[p])
         if progress is not None and ((i + 1) % _PROGRESS_EVERY == 0 or i + 1 == total):
@@ -172,10 +175,22 @@ def _rate_samples(
     return ratings, rel, mad
 
 
+def _root_seed(seed: int, namespace: str) -> np.random.SeedSequence:
+    """The root of every draw: ``SeedSequence(seed)`` for the task's data, and for a
+    namespace (the pretraining pool's ``pre-``) a sequence keyed on the namespace too, so
+    its identities come from a stream the task's data never draws from, whatever the seeds."""
+    if not namespace:
+        return np.random.SeedSequence(seed)
+    key = int.from_bytes(hashlib.sha256(namespace.encode()).digest()[:8], "little")
+    return np.random.SeedSequence([seed, key])
+
+
 def generate(
     params: SynthParams,
     image_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    namespace: str = "",
 ) -> SynthDataset:
     """Generate the SynthFACS dataset.
 
@@ -183,6 +198,8 @@ def generate(
         params: the generator parameters (same params, same bytes).
         image_size: side of the square images in pixels (>= 16).
         progress: called as ``progress(done, total)`` while rendering.
+        namespace: prefix of every sample and identity id (``pre-`` gives ``pre-p0001``),
+            drawn from its own seed stream (see :func:`_root_seed`): a pool of other people.
 
     Returns:
         The samples (identity-major: ``s000000``..), the split-half rater reliability per
@@ -194,7 +211,7 @@ def generate(
     if image_size < _MIN_IMAGE_SIZE:
         raise ConfigError(f"image_size must be >= 16 pixels, got {image_size}; use e.g. 64")
     start = time.perf_counter()
-    root = np.random.SeedSequence(params.seed)
+    root = _root_seed(params.seed, namespace)
     id_seq, sample_seq, plan_seq, rater_seq = root.spawn(4)
     n_id, per_id = params.n_identities, params.expressions_per_identity
     total = n_id * per_id
@@ -202,7 +219,7 @@ def generate(
     plan = _label_plan(n_id, per_id, np.random.default_rng(plan_seq))
     sample_seeds = sample_seq.spawn(total)
     rendered, all_aus, sample_identities = _render_samples(
-        params, image_size, identities, plan, sample_seeds, progress
+        params, image_size, identities, plan, sample_seeds, progress, namespace
     )
     ratings, rel, mad = _rate_samples(
         params, all_aus, sample_identities, np.random.default_rng(rater_seq)
