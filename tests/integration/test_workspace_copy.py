@@ -158,3 +158,34 @@ def test_artifacts_kept_outside_any_workspace_are_used_as_they_are(tmp_path, mon
     assert _log_one_run("two").startswith(str(shared))
     client = mlflow.MlflowClient()
     assert client.get_experiment_by_name(EXPERIMENT).tags[WORKSPACE_TAG] == str(moved)
+
+
+def test_a_registered_model_loads_from_the_relocated_copy_alone(
+    original, monkeypatch, export_tiny_model
+):
+    """The copy's registry (model versions, logged models) follows too: after relocating, the
+    original can be deleted and ``models:/<name>/1`` still loads, from the copy's files."""
+    from facelens.serving.log_model import log_pyfunc_model
+    from facelens.tracking.registry import register
+
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{original / 'mlflow.db'}")
+    with tracked_run("train tiny"):
+        info = log_pyfunc_model(export_tiny_model(original.parent / "export"))
+    register(info.model_uri, "tiny-expression")
+    copy = _copy(original, monkeypatch)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{copy / 'mlflow.db'}")
+    assert runner.invoke(app, ["runs", "relocate"]).exit_code == 0
+    shutil.rmtree(original)
+    model = mlflow.pyfunc.load_model("models:/tiny-expression/1")
+    assert model.metadata.run_id == info.run_id
+    import sqlite3
+
+    with sqlite3.connect(copy / "mlflow.db") as conn:
+        paths = conn.execute(
+            "SELECT artifact_location FROM experiments UNION ALL SELECT artifact_uri FROM runs "
+            "UNION ALL SELECT artifact_location FROM logged_models "
+            "UNION ALL SELECT coalesce(source, '') || ' ' || coalesce(storage_location, '') "
+            "FROM model_versions"
+        ).fetchall()
+    assert len(paths) >= 6 and not [p for (p,) in paths if str(original) in p]
+    assert not original.exists()
