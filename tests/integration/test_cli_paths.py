@@ -246,3 +246,48 @@ def test_explain_failed_write_is_one_line_and_leaves_nothing(
     _one_error(result, out, f"could not be written ({os.strerror(code)})")
     after = _tree(Path("."))
     assert after == before  # no partial file, no temporary left, the old overlay kept
+
+
+# ------------------------------------------------------------------------------ data synth
+
+
+def test_data_synth_bad_out_and_preview_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("not a folder")
+    before = _tree(tmp_path)
+    small = ["data", "synth", "--n-identities", "2"]
+    _one_error(
+        runner.invoke(app, [*small, "--preview", "afile/grid.png"]), "afile/grid.png", "is a file"
+    )
+    _one_error(runner.invoke(app, [*small, "--out", "afile"]), "afile", "names a file")
+    _one_error(runner.invoke(app, [*small, "--out", "afile/sub"]), "afile/sub", "is a file")
+    assert _tree(tmp_path) == before
+
+
+def test_data_synth_failed_preview_write_is_one_line(tmp_path, monkeypatch):
+    import facelens._io as io_helpers
+
+    monkeypatch.chdir(tmp_path)
+
+    def replace(src: str, dst: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), dst)
+
+    monkeypatch.setattr(io_helpers.os, "replace", replace)
+    result = runner.invoke(app, ["data", "synth", "--n-identities", "2", "--preview", "g/p.png"])
+    _one_error(result, "g/p.png", "could not be written (No space left on device)")
+    assert _tree(tmp_path) == {}
+
+
+def test_data_synth_creates_missing_folders_for_preview_and_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        ["data", "synth", "--n-identities", "2", "--preview", "a/b/grid.png", "--out", "c/d"],
+    )
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    with Image.open("a/b/grid.png") as grid:
+        assert grid.format == "PNG" and grid.size[0] > 100
+    assert Path("c/d").is_dir() and any(Path("c/d").rglob("*.png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "c"]  # no temporary left

@@ -20,7 +20,7 @@ from pathlib import Path
 from facelens._io import atomic_path
 from facelens.cli.console import fail
 
-__all__ = ["check_output", "write_output"]
+__all__ = ["check_output", "check_output_dir", "write_output"]
 
 
 def check_output(targets: Iterable[Path], inputs: Iterable[Path], option: str = "--out") -> None:
@@ -42,17 +42,28 @@ def check_output(targets: Iterable[Path], inputs: Iterable[Path], option: str = 
                 )
         if target.is_dir():
             fail(f"{target}: {option} names a folder; give a file path")
-        folder = _nearest_existing(target.parent)
-        if not folder.is_dir():
-            fail(
-                f"{target}: cannot create its folder, {folder} is a file; "
-                f"give {option} a path inside a folder"
-            )
-        if not os.access(folder, os.W_OK | os.X_OK):
-            fail(
-                f"{target}: the folder {folder} is not writable; "
-                f"give {option} a path in a folder you can write"
-            )
+        _check_parent(target, option)
+
+
+def check_output_dir(folder: Path, option: str = "--out") -> None:
+    """Exit 1 with one line when ``folder`` is a file or cannot be created or written."""
+    if folder.exists() and not folder.is_dir():
+        fail(f"{folder}: {option} names a file; give a folder path")
+    _check_parent(folder, option)
+
+
+def _check_parent(target: Path, option: str) -> None:
+    folder = _nearest_existing(target.parent)
+    if not folder.is_dir():
+        fail(
+            f"{target}: cannot create its folder, {folder} is a file; "
+            f"give {option} a path inside a folder"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        fail(
+            f"{target}: the folder {folder} is not writable; "
+            f"give {option} a path in a folder you can write"
+        )
 
 
 def write_output(target: Path, write: Callable[[Path], None], option: str = "--out") -> None:
