@@ -66,7 +66,7 @@ class Params(_Closed):
 
 
 #: Longest ``got ...`` shown for an offending value (its repr is cut, never echoed whole).
-_MAX_SHOWN = 60
+_MAX_SHOWN = 120
 
 
 def _format_error(err: ValidationError, source: str) -> str:

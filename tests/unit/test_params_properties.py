@@ -93,6 +93,8 @@ YAML_TEXT = st.one_of(
     VALUES.map(_dump),
     mutated_params().map(_dump),
     st.sampled_from(["a: [1, 2", "{", "key: value\n  bad indent: 1", "- x\nk: v", "&a [*a]"]),
+    st.just("[" * 20_000 + "]" * 20_000),  # deeper than the parser's recursion limit
+    st.just("x: !!python/object/apply:os.system [echo hi]"),  # safe_load refuses the tag
 )
 
 
