@@ -66,14 +66,22 @@ class Params(_Closed):
         return self.registry.name_for(self.task)
 
 
+#: Longest ``got ...`` shown for an offending value (its repr is cut, never echoed whole).
+_MAX_SHOWN = 120
+
+
 def _format_error(err: ValidationError, source: str) -> str:
-    lines = []
+    """One line: ``source: key: reason (got value); key2: ...``, every offending key named."""
+    parts = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         got = e.get("input")
-        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{source}: {key}: {e['msg']}{got_s}")
-    return "\n".join(lines)
+        shown = repr(got)
+        if len(shown) > _MAX_SHOWN:
+            shown = shown[: _MAX_SHOWN - 3] + "..."
+        got_s = "" if isinstance(got, dict) else f" (got {shown})"
+        parts.append(f"{key}: {e['msg']}{got_s}")
+    return f"{source}: " + "; ".join(" ".join(part.split()) for part in parts)
 
 
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
@@ -104,7 +112,27 @@ def load_params(path: Path | str = DEFAULT_PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file (run from the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start}); params.yaml is a UTF-8 YAML file"
+        ) from None
+    except OSError as err:
+        raise ConfigError(
+            f"{path}: cannot be read ({err.strerror or type(err).__name__})"
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_params(raw, str(path))
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_reason(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    return parse_params({} if raw is None else raw, str(path))
+
+
+def _yaml_reason(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where it is."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(err).split())

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from facelens.cli.console import fail, out, print_table, progress_bar
 from facelens.cli.defaults import load_params_or_default
+from facelens.cli.paths import check_output, check_output_dir, write_output
 
 __all__ = ["data_app"]
 
@@ -63,13 +64,21 @@ def data_synth(
     synth_params = params.data.synth.model_copy(update=update)
     if preview is not None and preview.suffix.lower() != ".png":
         fail(f"{preview}: --preview must be a .png file")
+    if preview is not None:
+        check_output([preview], [], "--preview")
+    if out_dir is not None:
+        check_output_dir(out_dir, "--out")
 
     if out_dir is not None:
         from facelens.data.prepare import prepare_dataset
 
         data_params = params.data.model_copy(update={"source": "synth", "synth": synth_params})
-        with progress_bar("SynthFACS -> " + str(out_dir)) as progress:
-            report = prepare_dataset(data_params, out_dir, progress=progress)
+        try:
+            with progress_bar("SynthFACS -> " + str(out_dir)) as progress:
+                report = prepare_dataset(data_params, out_dir, progress=progress)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            fail(f"{out_dir}: could not be written ({reason}); give --out a folder you can write")
         synth = report.synth or {}
         dataset = None
         reliability = synth.get("reliability", {})
@@ -86,9 +95,12 @@ def data_synth(
     if preview is not None:
         if dataset is None:
             dataset = generate(synth_params, image_size=params.data.image_size)
-        preview.parent.mkdir(parents=True, exist_ok=True)
         fig = preview_grid(dataset.samples)
-        fig.savefig(preview, dpi=100, bbox_inches="tight")
+        write_output(
+            preview,
+            lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png"),
+            "--preview",
+        )
         out.print(f"preview written to {preview}")
 
 

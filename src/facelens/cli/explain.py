@@ -22,6 +22,7 @@ from facelens.cli.model import (
     model_uri,
     run_model,
 )
+from facelens.cli.paths import check_output, write_output
 from facelens.cli.rows import ROW_PREFIX, row_message, row_summary
 from facelens.errors import FaceLensError
 
@@ -35,7 +36,7 @@ _USAGE_ERRORS = ("unknown_target", "unknown_method", "invalid_param")
 
 
 def explain(
-    image: Annotated[Path, typer.Argument(help="One image file.")],
+    image: Annotated[Path, typer.Argument(help="One image file.", readable=False)],
     method: Annotated[
         str, typer.Option("--method", help="CAM method (gradcam, gradcam++, hirescam, ...).")
     ] = "gradcam",
@@ -75,6 +76,11 @@ def explain(
         facelens explain photo.jpg --detect-face --all-methods --out cams/
     """
     destination, methods = _destination_and_methods(method, out_path, all_methods)
+    if all_methods:
+        names = [f"{_safe_name(name)}.png" for name in methods] + ["methods.png"]
+        check_output([destination / name for name in names], [image])
+    else:
+        check_output([destination], [image])
     uri = model_uri(model, task)
     try:
         encoded, _ = read_input(image, detect_face, margin)
@@ -86,10 +92,10 @@ def explain(
     if all_methods:
         _write_method_files(destination, overlays, encoded, image, row)
         return
-    destination.parent.mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
-    Image.fromarray(overlays[methods[0]]).save(destination)
+    picture = Image.fromarray(overlays[methods[0]])
+    write_output(destination, lambda tmp: picture.save(tmp, format="PNG"))
     out.print(
         f"explained {row.get('cam_target')} with {methods[0]} -> {destination}",
         highlight=False,
@@ -160,12 +166,12 @@ def _write_method_files(
     folder: Path, overlays: dict[str, np.ndarray], encoded: str, image: Path, row: dict
 ) -> None:
     """``<method>.png`` per overlay and ``methods.png`` (input and overlays in a row)."""
-    folder.mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
     for name, picture in overlays.items():
         written = _inside(folder, f"{_safe_name(name)}.png")
-        Image.fromarray(picture).save(written)
+        overlay = Image.fromarray(picture)
+        write_output(written, lambda tmp, overlay=overlay: overlay.save(tmp, format="PNG"))
     first = next(iter(overlays.values()))
     data = base64.b64decode(encoded)
     from facelens.data.images import decode_image, resize_square
@@ -173,7 +179,7 @@ def _write_method_files(
     shown = resize_square(decode_image(data), first.shape[0])
     fig = _methods_figure(shown, overlays, f"{image.name}: {row.get('cam_target', '')}")
     grid = _inside(folder, "methods.png")
-    fig.savefig(grid, dpi=100)
+    write_output(grid, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     out.print(
         f"explained {row.get('cam_target')!s} with {len(overlays)} methods -> {folder}/ "
         f"({', '.join(_safe_name(n) + '.png' for n in overlays)}, methods.png)",

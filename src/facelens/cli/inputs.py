@@ -24,22 +24,26 @@ def read_input(path: Path, detect_face: bool, margin: float) -> tuple[str, np.nd
         DataError: a one-line reason naming the file (not a file, unreadable, undecodable, no
             face: :class:`~facelens.errors.NoFaceFound`).
     """
-    from facelens.data.images import ImageRejected, read_image_file
+    from facelens.data.images import ALLOWED_FORMATS, ImageRejected, decode_image
 
+    allowed = f"give an image file ({', '.join(ALLOWED_FORMATS)})"
     if not path.exists():
-        raise MissingInputError(f"{path}: no such file")
+        raise MissingInputError(f"{path}: no such file; {allowed}")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file; {allowed}")
     if not path.is_file():
-        raise DataError(f"{path}: not a file")
+        raise DataError(f"{path}: not a regular file; {allowed}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DataError(f"{path}: the file could not be read ({reason}); {allowed}") from None
     if not detect_face:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise DataError(f"{path}: the file could not be read ({type(exc).__name__})") from None
         return base64.b64encode(data).decode("ascii"), None
     from facelens.serving.faces import FaceDetectorUnavailable, crop_largest_face
 
     try:
-        image = read_image_file(path)
+        image = decode_image(data, name=str(path))
         crop, _ = crop_largest_face(image, margin=margin)
     except ImageRejected as exc:
         raise DataError(f"{exc.message} [{exc.code}]") from None

@@ -30,7 +30,9 @@ __all__ = ["predict"]
 
 def predict(
     images: Annotated[
-        list[Path], typer.Argument(help="Image files (PNG, JPEG, BMP, GIF, WEBP, TIFF).")
+        list[Path],
+        # read_input checks the files (exit 1, one line each), not click (a usage box, exit 2)
+        typer.Argument(help="Image files (PNG, JPEG, BMP, GIF, WEBP, TIFF).", readable=False),
     ],
     model: ModelOption = None,
     task: TaskOption = "expression",

@@ -1,5 +1,6 @@
 """``facelens runs``: the recent MLflow runs with their key metrics; ``facelens runs reap``:
-close the runs whose process died."""
+close the runs whose process died; ``facelens runs relocate``: point a copied workspace's
+experiments at its own artifact folder."""
 
 from __future__ import annotations
 
@@ -190,3 +191,41 @@ def _runs_table(records: list[dict], uri: str) -> Table:
             *(f"{r['metrics'][m]:.4f}" if m in r["metrics"] else "" for m in shown),
         )
     return table
+
+
+@runs_app.command("relocate")
+def runs_relocate(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would move; change nothing.")
+    ] = False,
+) -> None:
+    """Point a copied or moved workspace's MLflow experiments at its own mlruns/.
+
+    After `cp -r project copy` the copy's mlflow.db still names the original's artifact
+    folders (absolute paths): stages refuse to log there until this is run in the copy.
+
+    Examples:
+
+        facelens runs relocate --dry-run
+
+        facelens runs relocate
+    """
+    from facelens.errors import FaceLensError
+    from facelens.tracking.workspace import relocate
+
+    uri = tracking_uri()
+    try:
+        moved = relocate(uri, dry_run=dry_run)
+    except FaceLensError as exc:
+        fail(str(exc))
+    verb = "would move" if dry_run else "moved"
+    for m in moved:
+        out.print(
+            f"{verb} experiment {m.experiment!r}: {m.old} -> {m.new}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    out.print(
+        f"{verb} {len(moved)} experiment(s) in {uri}", markup=False, highlight=False, soft_wrap=True
+    )

@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from facelens._io import canonical_hash, flatten_metrics
 from facelens.errors import ConfigError
 from facelens.tracking.reaper import Heartbeat, Owner, Reaped, owner_tags, reap
+from facelens.tracking.workspace import check_workspace
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
@@ -86,6 +87,10 @@ def configure(
 
     Returns:
         The tracking URI in use.
+
+    Raises:
+        ConfigError: the experiment's artifacts lie in another workspace, the one this one
+            was copied or moved from (:func:`~facelens.tracking.workspace.check_workspace`).
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
@@ -103,6 +108,7 @@ def configure(
     mlflow.set_experiment(experiment_id=exp.experiment_id)
     if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         _set_kind_tag(exp.experiment_id)
+    check_workspace(exp.experiment_id, uri)  # a copied workspace
     return uri
 
 

@@ -49,15 +49,25 @@ def compare_runs(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(build_report_html(runs, embed_interactive=embed_interactive), encoding="utf-8")
     if log_to_run:
-        _log_comparison(client, runs, out, experiment_name)
+        _log_comparison(client, runs, out, experiment_name, tracking_uri)
     return out
 
 
-def _log_comparison(client: Any, runs: Sequence[RunSnapshot], report: Path, experiment: str) -> str:
+def _log_comparison(
+    client: Any,
+    runs: Sequence[RunSnapshot],
+    report: Path,
+    experiment: str,
+    tracking_uri: str | None,
+) -> str:
+    import mlflow
     from mlflow.entities import RunStatus
+
+    from facelens.tracking.workspace import check_workspace
 
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    check_workspace(exp_id, tracking_uri or mlflow.get_tracking_uri(), client)
     run = client.create_run(
         exp_id,
         tags={
