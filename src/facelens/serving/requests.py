@@ -192,12 +192,22 @@ def decode_row(
     min_size: int,
 ) -> tuple[Decoded | None, RowError | None]:
     """Decode one row's image (limits checked before any pixel is decoded) at the model's
-    input size, and at display size when explaining."""
+    input size, and at display size when explaining.
+
+    The decoder shrinks a large image (shorter side kept >= max(input size, 256)) before any
+    array is made, so one image admitted by ``max_pixels`` costs about Pillow's decoded
+    buffer, not several float64 copies of it."""
     data = b64_bytes(value, row, max_image_bytes)
     if isinstance(data, RowError):
         return None, data
     try:
-        img = decode_image(data, max_pixels=max_pixels, min_size=min_size, name=f"row {row}")
+        img = decode_image(
+            data,
+            max_pixels=max_pixels,
+            min_size=min_size,
+            name=f"row {row}",
+            reduce_to=max(input_size, _CAM_DISPLAY_MAX),
+        )
     except ImageRejected as exc:
         return None, RowError(exc.code, exc.message)
     display = None
