@@ -6,7 +6,8 @@
 Builds a random 32-px VGG16 expression model (weights do not change memory), writes the image
 file, then in a fresh subprocess loads :class:`facelens.serving.pyfunc.FaceLensModel`, answers
 one small request (warm-up; its resident set is "idle"), and answers one request holding the
-large image. It prints the idle resident set, the peak (``VmHWM``, also ``ru_maxrss``), the
+large image. It prints the idle resident set, the peak (``VmHWM`` of ``/proc/self/status``:
+``ru_maxrss`` would also count the parent's peak, which Linux keeps across ``exec``), the
 peak above idle, the wall time of the large request and the row's ``error`` code.
 
 Run it with another ``PYTHONPATH`` to measure another checkout (before / after a change).
@@ -24,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import base64, json, resource, sys, time
+import base64, json, sys, time
 import mlflow, numpy as np, pandas as pd
 from PIL import Image
 import io
@@ -51,7 +52,6 @@ wall = time.perf_counter() - start
 print(json.dumps({
     "idle_mb": idle,
     "peak_mb": status("VmHWM"),
-    "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     "wall_s": wall,
     "error": str(out.loc[0, "error"]),
     "label": str(out.loc[0, "label"]),
@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.side}x{args.side} {args.mode} {args.format}, {len(data) / 1024:.0f} KB: "
         f"idle {result['idle_mb']:.0f} MB, peak {result['peak_mb']:.0f} MB "
-        f"(+{result['peak_above_idle_mb']:.0f} MB above idle; ru_maxrss "
-        f"{result['ru_maxrss_mb']:.0f} MB), {result['wall_s']:.2f} s, "
+        f"(+{result['peak_above_idle_mb']:.0f} MB above idle), {result['wall_s']:.2f} s, "
         f"error={result['error']!r} label={result['label']!r}"
     )
     return 0

@@ -238,15 +238,33 @@ def test_named_target_method_and_records_format(server):
     assert (row["error"], row["cam_target"], row["cam_method"]) == ("", "-sad", "gradcam++")
 
 
-def test_request_problems_are_per_row_answers(server):
+_BAD_PARAMS = [
+    ({"explain": True, "target": "smug"}, "unknown_target", "'target'", "surprise"),
+    ({"method": "bogus"}, "unknown_method", "'method'", "gradcam++"),  # without explain
+    ({"explain": True, "method": "nope"}, "unknown_method", "'method'", "scorecam"),
+    ({"colour": "red"}, "unknown_param", "'colour'", "explain, target, method"),
+    ({"explain": True, "colour": "red"}, "unknown_param", "'colour'", "explain, target, method"),
+]
+
+
+def test_bad_params_get_a_400_naming_the_param_and_what_is_allowed(server):
     good = _png(_face(40, 16, 16))
-    status, text = _post(server, _split(good, good, explain=True, target="smug"))
-    assert status == 200
-    rows = json.loads(text)["predictions"]
-    assert [r["error"] for r in rows] == ["unknown_target"] * 2
-    assert "happy" in rows[0]["message"] and "smug" not in rows[0]["message"]
-    status, text = _post(server, _split(good, explain=True, method="nope"))
-    assert json.loads(text)["predictions"][0]["error"] == "unknown_method"
+    for params, code, name, allowed in _BAD_PARAMS:
+        status, text = _post(server, _split(good, good, **params))
+        assert status == 400, (params, text[:500])
+        body = json.loads(text)
+        assert set(body) == {"error_code", "error", "message"}
+        assert (body["error_code"], body["error"]) == ("INVALID_PARAMETER_VALUE", code)
+        assert name in body["message"] and allowed in body["message"]
+        assert good[:16] not in text and "Traceback" not in text  # the input is not echoed
+        assert "smug" not in text and "bogus" not in text
+    status, text = _post(server, _split(good, explain=True, target="-sad", method="gradcam++"))
+    assert status == 200 and json.loads(text)["predictions"][0]["error"] == ""
+    assert _get(f"{server.url}/ping") == 200
+
+
+def test_too_many_rows_are_answered_per_row(server):
+    good = _png(_face(41, 16, 16))
     status, text = _post(server, _split(*[good] * 65))
     assert status == 200
     rows = json.loads(text)["predictions"]

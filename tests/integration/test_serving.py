@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -25,6 +27,7 @@ from facelens.models.export import export_model
 from facelens.models.meta import ModelMeta
 from facelens.models.params import ModelParams
 from facelens.serving.pyfunc import FaceLensModel
+from facelens.serving.refusals import RequestRefused
 from facelens.serving.requests import decode_row
 from facelens.serving.schema import CAM_COLUMNS, ROW_CODES, model_signature, output_columns
 
@@ -226,23 +229,58 @@ def test_attribute_explain_default_and_named_target(attrs):
     assert named.loc[0, "error"] == ""
 
 
-def test_unknown_target_and_method_fail_every_row_with_allowed_names(expr, attrs):
+def _refusal(model: FaceLensModel, frame: pd.DataFrame, **params: object) -> RequestRefused:
+    with pytest.raises(RequestRefused) as info:
+        _predict(model, frame, **params)
+    refusal = info.value
+    assert refusal.get_http_status_code() == 400
+    body = json.loads(refusal.serialize_as_json())
+    assert body == {
+        "error_code": "INVALID_PARAMETER_VALUE",
+        "error": refusal.code,
+        "message": str(refusal),
+    }
+    assert "\n" not in str(refusal) and "Traceback" not in str(refusal)
+    for value in frame["image"]:
+        assert str(value)[:12] not in str(refusal)  # the input is never echoed back
+    return refusal
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_bad_params_refuse_the_request_naming_the_param_and_what_is_allowed(expr, attrs, explain):
     frame = _frame(_b64(_enc(_face(9))), _b64(_enc(_face(10))))
-    out = _predict(expr, frame, explain=True, target="smug")
-    assert list(out["error"]) == ["unknown_target"] * 2
-    assert all(name in out.loc[0, "message"] for name in EXPRESSIONS)
-    assert "smug" not in out.loc[0, "message"]  # the request is not echoed
-    assert out.loc[0, "p_happy"] is None and out.loc[0, "cam_png"] == ""
-    out = _predict(attrs, frame, explain=True, target="happy")  # a class, not an attribute
-    assert list(out["error"]) == ["unknown_target"] * 2
-    assert ATTRS[0] in out.loc[0, "message"]
-    out = _predict(expr, frame, explain=True, method="bogus")
-    assert list(out["error"]) == ["unknown_method"] * 2
-    assert "gradcam++" in out.loc[0, "message"] and "scorecam" in out.loc[0, "message"]
-    out = _predict(expr, frame, explain="maybe")
-    assert list(out["error"]) == ["invalid_param"] * 2
-    # Without explain, target/method are ignored.
-    assert list(_predict(expr, frame, target="smug", method="bogus")["error"]) == ["", ""]
+    refusal = _refusal(expr, frame, explain=explain, method="bogus")
+    assert refusal.code == "unknown_method" and "'method'" in str(refusal)
+    assert "gradcam++" in str(refusal) and "scorecam" in str(refusal)
+    assert "bogus" not in str(refusal)
+    refusal = _refusal(expr, frame, explain=explain, target="smug")
+    assert refusal.code == "unknown_target" and "'target'" in str(refusal)
+    assert all(name in str(refusal) for name in EXPRESSIONS)
+    assert "smug" not in str(refusal)
+    refusal = _refusal(attrs, frame, explain=explain, target="happy")  # a class, not an attribute
+    assert refusal.code == "unknown_target" and ATTRS[0] in str(refusal)
+    refusal = _refusal(expr, frame, explain=explain, colour="red", size=3)
+    assert refusal.code == "unknown_param"
+    assert "'colour'" in str(refusal) and "'size'" in str(refusal)
+    assert "explain, target, method" in str(refusal)
+    refusal = _refusal(expr, frame, explain="maybe")
+    assert refusal.code == "invalid_param" and "'explain'" in str(refusal)
+    # Valid params are still answered, per row.
+    out = _predict(expr, frame, explain=explain, method="gradcam++", target="-sad")
+    assert list(out["error"]) == ["", ""]
+
+
+def test_refusals_are_facelens_errors_and_pickle():
+    from facelens.errors import ConfigError
+
+    refusal = RequestRefused("unknown_param", "unknown param 'x'; allowed params: explain")
+    assert isinstance(refusal, ConfigError)
+    copy = pickle.loads(pickle.dumps(refusal))
+    assert (copy.code, str(copy)) == ("unknown_param", str(refusal))
+    refusal.message = "Failed to predict data 'SECRET'. Error: ..."  # what the server does
+    assert "SECRET" not in refusal.serialize_as_json()
+    with pytest.raises(ValueError, match="unknown refusal code"):
+        RequestRefused("nope", "x")
 
 
 def test_explain_failure_keeps_the_prediction(expr, monkeypatch):
@@ -594,6 +632,13 @@ def test_logged_pyfunc_serves_explanations(exported, tmp_path, monkeypatch):
     assert _cam(out).shape == (40, 40, 3)
     plain = loaded.predict(frame)
     assert not set(CAM_COLUMNS) & set(plain.columns)
+    # MLflow drops params its signature lacks before predict; they still refuse the request.
+    for params in ({"colour": "red"}, {"explain": True, "colour": "red", "size": 2}):
+        with pytest.raises(RequestRefused, match=r"unknown params? 'colour'"):
+            loaded.predict(frame, params=params)
+    with pytest.raises(RequestRefused, match="'method'"):
+        loaded.predict(frame, params={"method": "bogus"})
+    assert list(loaded.predict(frame, params={"explain": False})["error"]) == ["", "invalid_base64"]
 
 
 # ------------------------------------------------------------------------------ face crops
