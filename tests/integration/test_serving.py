@@ -429,8 +429,9 @@ def _exif_rotated() -> tuple[bytes, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def hostile_images(png_bomb_module) -> dict[str, tuple[object, str, bytes | None]]:
-    """Issue 14's hostile images: id -> (image cell, expected code, reference image bytes).
+def hostile_images() -> dict[str, tuple[object, str, bytes | None]]:
+    """Issue 14's hostile images: id -> (image cell, expected code, reference image bytes); a
+    callable cell is made from the ``png_bomb`` fixture.
 
     ``""`` as the code means the image must be answered like its reference (the same face as
     plain 8-bit RGB, upright); the rest must get that error code on their row only.
@@ -456,7 +457,7 @@ def hostile_images(png_bomb_module) -> dict[str, tuple[object, str, bytes | None
         "text": (_b64(b"Dear server, this is a letter, not a face."), "unsupported_format", None),
         "pdf": (_b64(pdf), "unsupported_format", None),
         "truncated_jpeg": (_b64(good[: len(good) * 2 // 3]), "truncated", None),
-        "png_bomb_30000": (_b64(png_bomb_module(30_000, 30_000)), "too_large", None),
+        "png_bomb_30000": (lambda bomb: _b64(bomb(30_000, 30_000)), "too_large", None),
         "tiny_8x8": (_b64(_enc(_face(98, 8, 8))), "too_small", None),
         "animated_gif": (_b64(gif), "multi_frame", None),
         "cmyk_jpeg": (_b64(cmyk), "", _enc(cmyk_rgb)),
@@ -465,13 +466,6 @@ def hostile_images(png_bomb_module) -> dict[str, tuple[object, str, bytes | None
         "exif_rotated": (_b64(rotated), "", _enc(upright)),
         "rgba_6000x6000": (_b64(big_rgba), "", big_rgb),
     }
-
-
-@pytest.fixture(scope="module")
-def png_bomb_module() -> Callable[[int, int], bytes]:
-    from tests.conftest import _png_bomb
-
-    return _png_bomb
 
 
 _HOSTILE_IDS = [
@@ -492,9 +486,11 @@ _HOSTILE_IDS = [
 
 @pytest.mark.parametrize("case", _HOSTILE_IDS)
 def test_hostile_image_gets_its_row_code_or_the_answer_of_its_plain_twin(
-    expr, hostile_images, case
+    expr, hostile_images, png_bomb, case
 ):
     value, code, reference = hostile_images[case]
+    if callable(value):
+        value = value(png_bomb)
     good = _b64(_enc(_face(99)))
     out = _predict(expr, _frame(good, value, good), explain=True)
     assert list(out["error"]) == ["", code, ""], out.loc[1, "message"]
