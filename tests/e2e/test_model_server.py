@@ -9,6 +9,7 @@ exercised over HTTP with valid and hostile payloads.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import os
@@ -39,6 +40,7 @@ _START_TIMEOUT_S = 180
 class Server:
     url: str
     log: Path
+    pid: int
 
 
 def _free_port() -> int:
@@ -130,7 +132,7 @@ def server(
             if time.monotonic() > deadline:
                 pytest.fail(f"no /ping after {_START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield Server(url=url, log=log)
+        yield Server(url=url, log=log, pid=proc.pid)
     finally:
         # The CLI starts uvicorn as a child: end the whole session group we created.
         try:
@@ -281,3 +283,26 @@ def test_malformed_requests_are_refused_and_the_server_stays_up(server):
     assert _get(f"{server.url}/ping") == 200
     status, text = _post(server, _split(_png(_face(50))))
     assert status == 200 and json.loads(text)["predictions"][0]["error"] == ""
+
+
+def _load_driver():
+    """``benchmarks/serving_load.py`` (its client processes run that file too)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "serving_load.py"
+    spec = importlib.util.spec_from_file_location("serving_load", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_clients_of_mixed_rows_lose_nothing_and_ping_stays_healthy(server):
+    # 2 client processes x 200 requests of 1-4 rows, good and bad mixed; every good row must
+    # equal its answer alone, every bad row carry its code, /ping answer 200 throughout.
+    # Timings are printed by `python benchmarks/serving_load.py`, never asserted.
+    load = _load_driver()
+    report = load.run_load(server.url, server.pid, clients=2, n_requests=200)
+    assert report.problems == [], report.problems[:10]
+    assert report.requests == 400 and len(report.latencies) == 400
+    assert report.good_rows > 0 and report.bad_rows > 0
+    assert report.pings >= 1 and report.max_rss_mb > 0
