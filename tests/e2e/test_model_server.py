@@ -9,6 +9,7 @@ exercised over HTTP with valid and hostile payloads.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import os
@@ -39,6 +40,7 @@ _START_TIMEOUT_S = 180
 class Server:
     url: str
     log: Path
+    pid: int
 
 
 def _free_port() -> int:
@@ -130,7 +132,7 @@ def server(
             if time.monotonic() > deadline:
                 pytest.fail(f"no /ping after {_START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield Server(url=url, log=log)
+        yield Server(url=url, log=log, pid=proc.pid)
     finally:
         # The CLI starts uvicorn as a child: end the whole session group we created.
         try:
@@ -238,15 +240,33 @@ def test_named_target_method_and_records_format(server):
     assert (row["error"], row["cam_target"], row["cam_method"]) == ("", "-sad", "gradcam++")
 
 
-def test_request_problems_are_per_row_answers(server):
+_BAD_PARAMS = [
+    ({"explain": True, "target": "smug"}, "unknown_target", "'target'", "surprise"),
+    ({"method": "bogus"}, "unknown_method", "'method'", "gradcam++"),  # without explain
+    ({"explain": True, "method": "nope"}, "unknown_method", "'method'", "scorecam"),
+    ({"colour": "red"}, "unknown_param", "'colour'", "explain, target, method"),
+    ({"explain": True, "colour": "red"}, "unknown_param", "'colour'", "explain, target, method"),
+]
+
+
+def test_bad_params_get_a_400_naming_the_param_and_what_is_allowed(server):
     good = _png(_face(40, 16, 16))
-    status, text = _post(server, _split(good, good, explain=True, target="smug"))
-    assert status == 200
-    rows = json.loads(text)["predictions"]
-    assert [r["error"] for r in rows] == ["unknown_target"] * 2
-    assert "happy" in rows[0]["message"] and "smug" not in rows[0]["message"]
-    status, text = _post(server, _split(good, explain=True, method="nope"))
-    assert json.loads(text)["predictions"][0]["error"] == "unknown_method"
+    for params, code, name, allowed in _BAD_PARAMS:
+        status, text = _post(server, _split(good, good, **params))
+        assert status == 400, (params, text[:500])
+        body = json.loads(text)
+        assert set(body) == {"error_code", "error", "message"}
+        assert (body["error_code"], body["error"]) == ("INVALID_PARAMETER_VALUE", code)
+        assert name in body["message"] and allowed in body["message"]
+        assert good[:16] not in text and "Traceback" not in text  # the input is not echoed
+        assert "smug" not in text and "bogus" not in text
+    status, text = _post(server, _split(good, explain=True, target="-sad", method="gradcam++"))
+    assert status == 200 and json.loads(text)["predictions"][0]["error"] == ""
+    assert _get(f"{server.url}/ping") == 200
+
+
+def test_too_many_rows_are_answered_per_row(server):
+    good = _png(_face(41, 16, 16))
     status, text = _post(server, _split(*[good] * 65))
     assert status == 200
     rows = json.loads(text)["predictions"]
@@ -263,3 +283,26 @@ def test_malformed_requests_are_refused_and_the_server_stays_up(server):
     assert _get(f"{server.url}/ping") == 200
     status, text = _post(server, _split(_png(_face(50))))
     assert status == 200 and json.loads(text)["predictions"][0]["error"] == ""
+
+
+def _load_driver():
+    """``benchmarks/serving_load.py`` (its client processes run that file too)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "serving_load.py"
+    spec = importlib.util.spec_from_file_location("serving_load", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_clients_of_mixed_rows_lose_nothing_and_ping_stays_healthy(server):
+    # 2 client processes x 200 requests of 1-4 rows, good and bad mixed; every good row must
+    # equal its answer alone, every bad row carry its code, /ping answer 200 throughout.
+    # Timings are printed by `python benchmarks/serving_load.py`, never asserted.
+    load = _load_driver()
+    report = load.run_load(server.url, server.pid, clients=2, n_requests=200)
+    assert report.problems == [], report.problems[:10]
+    assert report.requests == 400 and len(report.latencies) == 400
+    assert report.good_rows > 0 and report.bad_rows > 0
+    assert report.pings >= 1 and report.max_rss_mb > 0

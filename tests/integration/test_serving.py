@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import os
+import pickle
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +27,8 @@ from facelens.models.export import export_model
 from facelens.models.meta import ModelMeta
 from facelens.models.params import ModelParams
 from facelens.serving.pyfunc import FaceLensModel
+from facelens.serving.refusals import RequestRefused
+from facelens.serving.requests import decode_row
 from facelens.serving.schema import CAM_COLUMNS, ROW_CODES, model_signature, output_columns
 
 ATTRS = ATTRIBUTES[:4]
@@ -222,23 +229,58 @@ def test_attribute_explain_default_and_named_target(attrs):
     assert named.loc[0, "error"] == ""
 
 
-def test_unknown_target_and_method_fail_every_row_with_allowed_names(expr, attrs):
+def _refusal(model: FaceLensModel, frame: pd.DataFrame, **params: object) -> RequestRefused:
+    with pytest.raises(RequestRefused) as info:
+        _predict(model, frame, **params)
+    refusal = info.value
+    assert refusal.get_http_status_code() == 400
+    body = json.loads(refusal.serialize_as_json())
+    assert body == {
+        "error_code": "INVALID_PARAMETER_VALUE",
+        "error": refusal.code,
+        "message": str(refusal),
+    }
+    assert "\n" not in str(refusal) and "Traceback" not in str(refusal)
+    for value in frame["image"]:
+        assert str(value)[:12] not in str(refusal)  # the input is never echoed back
+    return refusal
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_bad_params_refuse_the_request_naming_the_param_and_what_is_allowed(expr, attrs, explain):
     frame = _frame(_b64(_enc(_face(9))), _b64(_enc(_face(10))))
-    out = _predict(expr, frame, explain=True, target="smug")
-    assert list(out["error"]) == ["unknown_target"] * 2
-    assert all(name in out.loc[0, "message"] for name in EXPRESSIONS)
-    assert "smug" not in out.loc[0, "message"]  # the request is not echoed
-    assert out.loc[0, "p_happy"] is None and out.loc[0, "cam_png"] == ""
-    out = _predict(attrs, frame, explain=True, target="happy")  # a class, not an attribute
-    assert list(out["error"]) == ["unknown_target"] * 2
-    assert ATTRS[0] in out.loc[0, "message"]
-    out = _predict(expr, frame, explain=True, method="bogus")
-    assert list(out["error"]) == ["unknown_method"] * 2
-    assert "gradcam++" in out.loc[0, "message"] and "scorecam" in out.loc[0, "message"]
-    out = _predict(expr, frame, explain="maybe")
-    assert list(out["error"]) == ["invalid_param"] * 2
-    # Without explain, target/method are ignored.
-    assert list(_predict(expr, frame, target="smug", method="bogus")["error"]) == ["", ""]
+    refusal = _refusal(expr, frame, explain=explain, method="bogus")
+    assert refusal.code == "unknown_method" and "'method'" in str(refusal)
+    assert "gradcam++" in str(refusal) and "scorecam" in str(refusal)
+    assert "bogus" not in str(refusal)
+    refusal = _refusal(expr, frame, explain=explain, target="smug")
+    assert refusal.code == "unknown_target" and "'target'" in str(refusal)
+    assert all(name in str(refusal) for name in EXPRESSIONS)
+    assert "smug" not in str(refusal)
+    refusal = _refusal(attrs, frame, explain=explain, target="happy")  # a class, not an attribute
+    assert refusal.code == "unknown_target" and ATTRS[0] in str(refusal)
+    refusal = _refusal(expr, frame, explain=explain, colour="red", size=3)
+    assert refusal.code == "unknown_param"
+    assert "'colour'" in str(refusal) and "'size'" in str(refusal)
+    assert "explain, target, method" in str(refusal)
+    refusal = _refusal(expr, frame, explain="maybe")
+    assert refusal.code == "invalid_param" and "'explain'" in str(refusal)
+    # Valid params are still answered, per row.
+    out = _predict(expr, frame, explain=explain, method="gradcam++", target="-sad")
+    assert list(out["error"]) == ["", ""]
+
+
+def test_refusals_are_facelens_errors_and_pickle():
+    from facelens.errors import ConfigError
+
+    refusal = RequestRefused("unknown_param", "unknown param 'x'; allowed params: explain")
+    assert isinstance(refusal, ConfigError)
+    copy = pickle.loads(pickle.dumps(refusal))
+    assert (copy.code, str(copy)) == ("unknown_param", str(refusal))
+    refusal.message = "Failed to predict data 'SECRET'. Error: ..."  # what the server does
+    assert "SECRET" not in refusal.serialize_as_json()
+    with pytest.raises(ValueError, match="unknown refusal code"):
+        RequestRefused("nope", "x")
 
 
 def test_explain_failure_keeps_the_prediction(expr, monkeypatch):
@@ -356,6 +398,172 @@ def test_data_url_and_urlsafe_base64_are_accepted(expr):
         np.testing.assert_allclose(_probs(out, row), _probs(reference), rtol=1e-6)
 
 
+_BIG_SIDE = 6000
+
+
+def _big_rgba_pair() -> tuple[bytes, bytes]:
+    """A ~150 KB 6000x6000 RGBA PNG (24x24 blocks, some fully transparent over hidden colours,
+    some half transparent) and the same picture composited over white as an RGB PNG."""
+    rng = np.random.default_rng(90)
+    blocks = rng.integers(0, 256, (24, 24, 4), dtype=np.uint8)
+    blocks[..., 3] = rng.choice(np.array([0, 128, 255], dtype=np.uint8), (24, 24))
+    a = blocks[..., 3:4].astype(np.float64) / 255.0
+    over_white = np.rint(blocks[..., :3] * a + 255.0 * (1.0 - a)).astype(np.uint8)
+    nearest = Image.Resampling.NEAREST
+    rgba = Image.fromarray(blocks, "RGBA").resize((_BIG_SIDE, _BIG_SIDE), nearest)
+    rgb = Image.fromarray(over_white).resize((_BIG_SIDE, _BIG_SIDE), nearest)
+    return _enc(rgba, optimize=True), _enc(rgb, optimize=True)
+
+
+def _exif_rotated() -> tuple[bytes, np.ndarray]:
+    """A JPEG stored on its side with EXIF orientation 6, and its pixels turned upright."""
+    stored = Image.fromarray(_face(91, 40, 56)).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    data = _enc(stored, "JPEG", quality=95, exif=exif)
+    with Image.open(io.BytesIO(data)) as im:
+        as_stored = im.convert("RGB")
+    upright = np.asarray(as_stored.transpose(Image.Transpose.ROTATE_270))
+    assert upright.shape == (40, 56, 3)
+    return data, upright
+
+
+@pytest.fixture(scope="module")
+def hostile_images() -> dict[str, tuple[object, str, bytes | None]]:
+    """Issue 14's hostile images: id -> (image cell, expected code, reference image bytes); a
+    callable cell is made from the ``png_bomb`` fixture.
+
+    ``""`` as the code means the image must be answered like its reference (the same face as
+    plain 8-bit RGB, upright); the rest must get that error code on their row only.
+    """
+    good = _enc(_face(92), "JPEG", quality=90)
+    frames = [Image.fromarray(_face(93 + i)) for i in range(3)]
+    gif = _enc(frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0)
+    rgb = _face(96, 48, 40)
+    cmyk = _enc(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95)
+    with Image.open(io.BytesIO(cmyk)) as im:
+        assert im.mode == "CMYK"
+        cmyk_rgb = np.asarray(im.convert("RGB"))
+    gray16 = np.random.default_rng(97).integers(0, 65536, (40, 40), dtype=np.uint16)
+    gray8 = ((gray16.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    rgba = np.dstack([rgb, np.linspace(0, 255, 40 * 48).reshape(48, 40).astype(np.uint8)])
+    alpha = rgba[..., 3:4] / 255.0
+    rgba_white = np.rint(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    rotated, upright = _exif_rotated()
+    big_rgba, big_rgb = _big_rgba_pair()
+    pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+    return {
+        "invalid_base64": ("%%% not base64 %%%", "invalid_base64", None),
+        "text": (_b64(b"Dear server, this is a letter, not a face."), "unsupported_format", None),
+        "pdf": (_b64(pdf), "unsupported_format", None),
+        "truncated_jpeg": (_b64(good[: len(good) * 2 // 3]), "truncated", None),
+        "png_bomb_30000": (lambda bomb: _b64(bomb(30_000, 30_000)), "too_large", None),
+        "tiny_8x8": (_b64(_enc(_face(98, 8, 8))), "too_small", None),
+        "animated_gif": (_b64(gif), "multi_frame", None),
+        "cmyk_jpeg": (_b64(cmyk), "", _enc(cmyk_rgb)),
+        "png_16bit": (_b64(_enc(Image.fromarray(gray16))), "", _enc(np.dstack([gray8] * 3))),
+        "rgba": (_b64(_enc(Image.fromarray(rgba, "RGBA"))), "", _enc(rgba_white)),
+        "exif_rotated": (_b64(rotated), "", _enc(upright)),
+        "rgba_6000x6000": (_b64(big_rgba), "", big_rgb),
+    }
+
+
+_HOSTILE_IDS = [
+    "invalid_base64",
+    "text",
+    "pdf",
+    "truncated_jpeg",
+    "png_bomb_30000",
+    "tiny_8x8",
+    "animated_gif",
+    "cmyk_jpeg",
+    "png_16bit",
+    "rgba",
+    "exif_rotated",
+    "rgba_6000x6000",
+]
+
+
+@pytest.mark.parametrize("case", _HOSTILE_IDS)
+def test_hostile_image_gets_its_row_code_or_the_answer_of_its_plain_twin(
+    expr, hostile_images, png_bomb, case
+):
+    value, code, reference = hostile_images[case]
+    if callable(value):
+        value = value(png_bomb)
+    good = _b64(_enc(_face(99)))
+    out = _predict(expr, _frame(good, value, good), explain=True)
+    assert list(out["error"]) == ["", code, ""], out.loc[1, "message"]
+    alone = _predict(expr, _frame(good), explain=True)
+    for row in (0, 2):  # the other rows of the request are answered as if alone
+        np.testing.assert_allclose(_probs(out, row), _probs(alone), rtol=1e-6)
+        np.testing.assert_array_equal(_cam(out, row), _cam(alone))
+    if code:
+        message = out.loc[1, "message"]
+        assert message.startswith("row 1: ") and "Traceback" not in message
+        assert str(value)[:12] not in message
+        assert out.loc[1, "label"] == "" and out.loc[1, "p_happy"] is None
+        assert out.loc[1, "cam_png"] == ""
+        return
+    assert reference is not None
+    twin = _predict(expr, _frame(_b64(reference)), explain=True)
+    if case == "rgba_6000x6000":
+        # Shrunk then composited (premultiplied) vs composited then shrunk: +-1 level.
+        kw = {"input_size": 32, "max_image_bytes": 20 << 20, "max_pixels": 40_000_000}
+        mine, _ = decode_row(value, 0, False, min_size=16, **kw)
+        theirs, _ = decode_row(_b64(reference), 0, False, min_size=16, **kw)
+        assert mine is not None and theirs is not None
+        diff = np.abs(mine.model_input.astype(int) - theirs.model_input.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.1
+        atol = 1e-5
+    else:
+        np.testing.assert_array_equal(
+            decode_image(base64.b64decode(value)), decode_image(reference)
+        )
+        atol = 1e-7
+    np.testing.assert_allclose(_probs(out, 1), _probs(twin), rtol=0, atol=atol)
+    assert out.loc[1, "label"] == twin.loc[0, "label"]
+
+
+_PEAK_CHILD = """
+import base64, sys
+from facelens.serving.requests import decode_row
+
+def hwm_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith(("VmHWM:", "VmRSS:")):
+            yield line.split()[0], int(line.split()[1]) / 1024.0
+
+text = base64.b64encode(open(sys.argv[1], "rb").read()).decode()
+small = base64.b64encode(open(sys.argv[2], "rb").read()).decode()
+kw = dict(input_size=32, max_image_bytes=20 << 20, max_pixels=40_000_000, min_size=16)
+decode_row(small, 0, True, **kw)
+idle = dict(hwm_mb())["VmRSS:"]
+image, error = decode_row(text, 0, True, **kw)
+assert error is None and image.model_input.shape == (32, 32, 3), error
+print(dict(hwm_mb())["VmHWM:"] - idle)
+"""
+
+
+def test_a_6000px_rgba_png_costs_a_bounded_amount_of_memory(hostile_images, tmp_path):
+    # Before the fix the alpha blend ran in float64 at full size: +4.1 GB for this image.
+    big, _, _ = hostile_images["rgba_6000x6000"]
+    (tmp_path / "big.png").write_bytes(base64.b64decode(big))  # type: ignore[arg-type]
+    (tmp_path / "small.png").write_bytes(_enc(_face(100)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_CHILD, str(tmp_path / "big.png"), str(tmp_path / "small.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    above_idle_mb = float(proc.stdout.split()[-1])
+    # Pillow's own decoded buffer is 6000 * 6000 * 4 bytes = 137 MiB; allow that plus 150 MiB.
+    assert above_idle_mb < 137 + 150, above_idle_mb
+
+
 # ------------------------------------------------------------------------------ odd modes
 
 
@@ -420,6 +628,13 @@ def test_logged_pyfunc_serves_explanations(exported, tmp_path, monkeypatch):
     assert _cam(out).shape == (40, 40, 3)
     plain = loaded.predict(frame)
     assert not set(CAM_COLUMNS) & set(plain.columns)
+    # MLflow drops params its signature lacks before predict; they still refuse the request.
+    for params in ({"colour": "red"}, {"explain": True, "colour": "red", "size": 2}):
+        with pytest.raises(RequestRefused, match=r"unknown params? 'colour'"):
+            loaded.predict(frame, params=params)
+    with pytest.raises(RequestRefused, match="'method'"):
+        loaded.predict(frame, params={"method": "bogus"})
+    assert list(loaded.predict(frame, params={"explain": False})["error"]) == ["", "invalid_base64"]
 
 
 # ------------------------------------------------------------------------------ face crops

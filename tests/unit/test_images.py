@@ -310,3 +310,64 @@ def test_resize_square_up_and_down(make_image: Callable) -> None:
     np.testing.assert_allclose(small[0, 0], img[:8, :8].reshape(-1, 3).mean(axis=0), atol=1)
     with pytest.raises(ValueError, match="uint8"):
         resize_square(img.astype(np.float32), 8)
+
+
+# --------------------------------------------------------------------------- reduce_to
+
+
+def _blocks(seed: int, h: int, w: int, channels: int = 3, cell: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // cell, w // cell, channels), dtype=np.uint8)
+    mode = {3: "RGB", 4: "RGBA"}[channels]
+    big = Image.fromarray(small, mode).resize((w, h), Image.Resampling.NEAREST)
+    return np.asarray(big)
+
+
+def test_reduce_to_box_averages_by_an_integer_factor(encode: Encode) -> None:
+    img = _blocks(1, 96, 160)
+    out = decode_image(encode(img, "PNG"), reduce_to=20)
+    assert out.shape == (24, 40, 3)  # factor 96 // 20 = 4; the shorter side stays >= 20
+    expected = np.asarray(Image.fromarray(img).reduce(4))
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(decode_image(encode(img, "PNG"), reduce_to=96), img)
+
+
+def test_reduce_to_keeps_exif_orientation(encode: Encode) -> None:
+    upright = _blocks(2, 64, 96)
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    out = decode_image(encode(stored, "PNG", exif=exif), reduce_to=16)
+    np.testing.assert_array_equal(out, np.asarray(Image.fromarray(upright).reduce(4)))
+
+
+def test_reduce_to_composites_transparent_pixels_over_white(encode: Encode) -> None:
+    rgba = _blocks(3, 160, 160, channels=4).copy()
+    rgba[..., 3] = 0  # hidden colours under full transparency must not bleed in
+    rgba[:80, :, 3] = 255
+    out = decode_image(encode(rgba, "PNG"), reduce_to=20)
+    assert out.shape == (20, 20, 3)  # factor 8
+    assert (out[10:] == 255).all()
+    np.testing.assert_array_equal(out[:10], np.asarray(Image.fromarray(rgba[:80, :, :3]).reduce(8)))
+
+
+def test_reduce_to_decodes_a_large_jpeg_at_a_reduced_scale(encode: Encode) -> None:
+    data = encode(_blocks(4, 512, 768, cell=64), "JPEG", quality=90)
+    out = decode_image(data, reduce_to=64)
+    assert out.shape == (64, 96, 3)  # DCT scale 1/8, no further box average needed
+    full = decode_image(data)
+    reference = np.asarray(Image.fromarray(full).reduce(8)).astype(int)
+    assert np.abs(out.astype(int) - reference).mean() < 4
+    assert not np.array_equal(out, reference)  # the DCT decoded 1/8 scale, not a box of full
+
+
+def test_reduce_to_handles_16_bit_and_palette_images(encode: Encode) -> None:
+    gray16 = np.random.default_rng(5).integers(0, 65536, (64, 64), dtype=np.uint16)
+    out = decode_image(encode(Image.fromarray(gray16), "PNG"), reduce_to=16)
+    assert out.shape == (16, 16, 3)
+    full = decode_image(encode(Image.fromarray(gray16), "PNG"))
+    reference = np.asarray(Image.fromarray(full).reduce(4)).astype(int)
+    assert np.abs(out.astype(int) - reference).max() <= 1
+    pal = Image.fromarray(_blocks(6, 64, 64)).quantize(colors=8)
+    out = decode_image(encode(pal, "PNG"), reduce_to=16)
+    np.testing.assert_array_equal(out, np.asarray(pal.convert("RGB").reduce(4)))

@@ -137,18 +137,20 @@ def _explain_methods(
     pyfunc, encoded: str, image: Path, methods: list[str], target: str, all_methods: bool
 ) -> tuple[dict[str, np.ndarray], dict]:
     """One overlay per method (skipping failed ones with ``--all-methods``) and the last row."""
+    from facelens.serving.refusals import RequestRefused
+
     overlays: dict[str, np.ndarray] = {}
     row: dict = {}
     with progress_bar(f"explaining {image.name}") as progress:
         for k, name in enumerate(methods):
             params = {"explain": True, "target": target, "method": name}
-            row = run_model(pyfunc, [encoded], params)[0]
+            try:
+                row = run_model(pyfunc, [encoded], params)[0]
+            except RequestRefused as exc:  # a bad --target / --method refuses the request
+                fail(_usage_message(str(exc)), code=2)
             progress(k + 1, len(methods))
             if row.get("error") in _USAGE_ERRORS:
-                message = ROW_PREFIX.sub("", str(row.get("message")))
-                for param in ("target", "method", "explain"):
-                    message = message.replace(f"the '{param}' param", f"--{param}")
-                fail(message, code=2)
+                fail(_usage_message(str(row.get("message"))), code=2)
             if row.get("error") == "explain_failed" and all_methods:
                 err.print(
                     f"[yellow]skipped {escape(name)}:[/] {escape(row_message(image, row))}",
@@ -160,6 +162,14 @@ def _explain_methods(
                 fail(row_message(image, row))
             overlays[name] = decode_png_b64(str(row["cam_png"]))
     return overlays, row
+
+
+def _usage_message(message: str) -> str:
+    """The served model's reason for refusing a param, worded for the command line."""
+    message = ROW_PREFIX.sub("", message)
+    for param in ("target", "method", "explain"):
+        message = message.replace(f"the '{param}' param", f"--{param}")
+    return message
 
 
 def _write_method_files(

@@ -15,9 +15,15 @@ bytes into a ``(H, W, 3)`` uint8 RGB array or raises :class:`ImageRejected` with
 5. more than one frame (animated GIF/PNG/WebP, multi-page TIFF) -> ``multi_frame`` unless
    ``allow_multi_frame`` (then the first frame is used). MPO files (phone JPEGs carrying extra
    preview or depth frames) are treated as plain JPEG: the primary image is used;
-6. pixels are decoded; a short file -> ``truncated``, any other decoder failure -> ``unreadable``;
-7. the EXIF orientation is applied (unparseable EXIF is ignored, the pixels are kept);
-8. every mode is converted to 8-bit RGB: palettes and transparency are expanded, alpha is
+6. pixels are decoded (a JPEG at a reduced DCT scale when ``reduce_to`` allows it); a short
+   file -> ``truncated``, any other decoder failure -> ``unreadable``;
+7. with ``reduce_to``, the image is box-averaged by an integer factor while its shorter side
+   stays >= ``reduce_to``, before any array is made (alpha premultiplied), so a large image
+   admitted by ``max_pixels`` costs little more than Pillow's decoded buffer
+   (:mod:`facelens.data.pixels`);
+8. the EXIF orientation is applied, with the transposes of ``ImageOps.exif_transpose``
+   (unparseable EXIF is ignored, the pixels are kept);
+9. every mode is converted to 8-bit RGB: palettes and transparency are expanded, alpha is
    composited **over white** (faces cut out on a transparent background then look like the
    usual studio background instead of turning black), CMYK/YCbCr via Pillow, 16-bit
    (``I;16*``) scaled by ``/257`` (not clipped); 32-bit ``I`` is kept when its values lie in
@@ -35,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
+from facelens.data.pixels import draft_jpeg, orient, orientation, shrink, to_rgb
 from facelens.errors import DataError
 
 __all__ = [
@@ -86,8 +93,6 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"BM", "BMP"),
 )
 
-_HIGH_BIT_MODES: frozenset[str] = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-
 
 class ImageRejected(DataError):
     """An image was refused by :func:`decode_image`.
@@ -119,6 +124,7 @@ def decode_image(
     min_size: int = 16,
     allow_multi_frame: bool = False,
     name: str = "<bytes>",
+    reduce_to: int | None = None,
 ) -> np.ndarray:
     """Decode untrusted image bytes into an RGB array, refusing anything unsafe or unusable.
 
@@ -128,6 +134,9 @@ def decode_image(
         min_size: Smallest accepted length of the shorter side, in pixels.
         allow_multi_frame: Accept animations / multi-page files and use the first frame.
         name: How to call the image in error messages (a file name, ``"upload"``...).
+        reduce_to: Return a smaller image whose shorter side is still at least ``reduce_to``
+            (JPEG decoded at 1/2, 1/4 or 1/8 scale, then an integer box average), made before
+            any array: memory stays near the decoder's own buffer (``None``: full size).
 
     Returns:
         A new C-contiguous ``(H, W, 3)`` uint8 RGB array, EXIF orientation applied.
@@ -140,7 +149,7 @@ def decode_image(
     if len(data) == 0:
         raise ImageRejected("empty", f"{name}: the image is empty (0 bytes)")
     try:
-        return _decode(bytes(data), max_pixels, min_size, allow_multi_frame, name)
+        return _decode(bytes(data), max_pixels, min_size, allow_multi_frame, name, reduce_to)
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -231,7 +240,12 @@ def resize_square(img: np.ndarray, size: int, *, nearest: bool = False) -> np.nd
 
 
 def _decode(
-    data: bytes, max_pixels: int, min_size: int, allow_multi_frame: bool, name: str
+    data: bytes,
+    max_pixels: int,
+    min_size: int,
+    allow_multi_frame: bool,
+    name: str,
+    reduce_to: int | None,
 ) -> np.ndarray:
     with _open_allowed(data, name) as img:
         fmt = _FORMAT_ALIASES.get(img.format or "", img.format or "")
@@ -258,9 +272,18 @@ def _decode(
                 )
             if n_frames > 1:
                 img.seek(0)
+        draft_jpeg(img, reduce_to)
         _load(img, name, fmt)
-        frame = _apply_exif_orientation(img)
-        return _to_rgb(frame, name)
+        upright = orientation(img)
+        mode = img.mode
+        try:
+            return to_rgb(orient(shrink(img, reduce_to), upright))
+        except ValueError:
+            raise ImageRejected(
+                "unreadable",
+                f"{name}: the colour mode {mode!r} cannot be converted to RGB; "
+                "save it as 8-bit RGB",
+            ) from None
 
 
 def _open_allowed(data: bytes, name: str) -> ImageFile.ImageFile:
@@ -315,68 +338,6 @@ def _load(img: ImageFile.ImageFile, name: str, fmt: str) -> None:
         raise ImageRejected(
             "unreadable", f"{name}: the {fmt} pixel data is corrupt ({type(exc).__name__})"
         ) from None
-
-
-def _apply_exif_orientation(img: Image.Image) -> Image.Image:
-    try:
-        rotated = ImageOps.exif_transpose(img)
-    except Exception:  # malformed EXIF: keep the pixels as stored rather than refuse the photo
-        return img
-    return img if rotated is None else rotated
-
-
-def _to_rgb(img: Image.Image, name: str) -> np.ndarray:
-    mode = img.mode
-    if mode in _HIGH_BIT_MODES:
-        values = np.asarray(img).astype(np.float64)
-        gray = np.rint(values / 257.0)
-        return _gray_to_rgb(gray)
-    if mode == "I":
-        values = np.asarray(img).astype(np.float64)
-        if values.size and values.min() >= 0 and values.max() <= 255:
-            return _gray_to_rgb(values)  # already 8-bit range (e.g. a 32-bit TIFF of 0..255)
-        if values.size and values.min() >= 0 and values.max() <= 65535:
-            return _gray_to_rgb(np.rint(values / 257.0))
-        return _gray_to_rgb(_stretch(values))
-    if mode == "F":
-        values = np.nan_to_num(np.asarray(img).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        if values.size and values.min() >= 0.0 and values.max() <= 1.0:
-            return _gray_to_rgb(np.rint(values * 255.0))
-        return _gray_to_rgb(_stretch(values))
-    has_alpha = mode in {"RGBA", "LA", "PA", "La", "RGBa"} or "transparency" in img.info
-    try:
-        if has_alpha:
-            rgba = np.asarray(img.convert("RGBA"), dtype=np.float64)
-            alpha = rgba[..., 3:4] / 255.0
-            rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)  # composite over white
-            return np.ascontiguousarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
-        if mode == "1":
-            img = img.convert("L")
-        converted = img if img.mode == "RGB" else img.convert("RGB")
-    except ValueError:
-        raise ImageRejected(
-            "unreadable",
-            f"{name}: the colour mode {mode!r} cannot be converted to RGB; save it as 8-bit RGB",
-        ) from None
-    arr = np.asarray(converted, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ImageRejected(
-            "unreadable", f"{name}: decoding gave shape {arr.shape}, expected (H, W, 3)"
-        )
-    return np.ascontiguousarray(arr).copy()
-
-
-def _stretch(values: np.ndarray) -> np.ndarray:
-    """Map values linearly from their min..max to 0..255 (a constant image becomes 0)."""
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return np.zeros_like(values)
-    return np.rint((values - lo) * (255.0 / (hi - lo)))
-
-
-def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    g = np.clip(gray, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(np.repeat(g[:, :, None], 3, axis=2))
 
 
 def _short(exc: BaseException) -> str:

@@ -26,17 +26,20 @@ Response, one row per input row, in input order:
 - always: ``error`` (``""`` when ok, else a code of :data:`facelens.serving.schema.ROW_CODES`) and ``message``
   (``""`` when ok; it names the row, never echoes input bytes and never holds a traceback).
 
-Errors are always per row, never a request-level exception, because ``mlflow models serve``
-answers an exception with a message that quotes the whole request (or with a stack trace):
+A bad param refuses the whole request: :class:`facelens.serving.refusals.RequestRefused`
+(HTTP 400 from ``mlflow models serve``, body ``{"error_code": "INVALID_PARAMETER_VALUE",
+"error": <code>, "message": ...}``), whether or not ``explain`` is set: ``unknown_param`` (a
+param other than ``explain``/``target``/``method``), ``invalid_param`` (``explain`` not a
+boolean), ``unknown_method`` and ``unknown_target``; the message names the param and lists what
+is allowed. Every other problem is answered per row, in a 200:
 
 - a row's own problem: ``missing_image``, ``invalid_base64`` or a
   :data:`facelens.data.images.CODES` code (``empty``, ``unsupported_format``, ``too_large``
   -- also for a base64 text longer than ``max_image_bytes`` allows, checked before decoding --,
   ``truncated``, ``unreadable``, ``too_small``, ``multi_frame``); the other rows are answered;
-- a request problem, given to *every* row with all values null: ``batch_too_large`` (more than
+- too many rows, given to *every* row with all values null: ``batch_too_large`` (more than
   ``max_rows`` rows, default 64, or more than ``max_scorecam_rows``, default 4, with
-  ``method=scorecam``: split the request), ``unknown_target`` and ``unknown_method``
-  (the message lists what is allowed), ``invalid_param`` (``explain`` not a boolean);
+  ``method=scorecam``: split the request);
 - ``explain_failed``: the prediction is returned, the CAM could not be computed.
 
 Numbers of failed rows are ``None`` rather than NaN so the JSON of ``mlflow models serve``
@@ -61,6 +64,8 @@ from facelens.errors import ConfigError, DataError
 from facelens.models.export import load_exported
 from facelens.models.layers import resolve_cam_layer
 from facelens.serving.explain_rows import explain_rows
+from facelens.serving.refusals import dropped_params
+from facelens.serving.refusals import install as install_param_guard
 from facelens.serving.requests import (
     Decoded,
     Options,
@@ -68,7 +73,6 @@ from facelens.serving.requests import (
     decode_row,
     parse_options,
     request_problem,
-    wants_explain,
 )
 from facelens.serving.responses import json_safe, record, row_records, to_outputs
 from facelens.serving.schema import IMAGE_COLUMN, output_columns
@@ -141,6 +145,7 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
         self._cam_layer = layers[layer_name]
         self._lock = threading.Lock()
         self._transform = meta.eval_transform()
+        install_param_guard()
 
     def predict(
         self,
@@ -162,6 +167,8 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
             ``explain`` is true).
 
         Raises:
+            RequestRefused: a bad or unknown param (HTTP 400 from ``mlflow models serve``;
+                see :mod:`facelens.serving.refusals`).
             DataError: there is no ``image`` column (the served signature makes MLflow refuse
                 such a request before this method runs).
         """
@@ -171,9 +178,9 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
                 f"the input needs a column {IMAGE_COLUMN!r} of base64 images; "
                 f"got columns {list(frame.columns)}"
             )
+        options = parse_options(params or {}, self._meta, dropped_params(model_input))
         values = frame[IMAGE_COLUMN].tolist()
-        options = parse_options(params or {}, self._meta)
-        explain = options.explain if isinstance(options, Options) else wants_explain(params)
+        explain = options.explain
         columns = output_columns(self._meta, explain=explain)
         problem = request_problem(
             options,
@@ -184,7 +191,6 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
         if problem is not None:
             records = [record(self._meta, None, problem, explain) for _ in values]
         else:
-            assert isinstance(options, Options)
             records = self._answer(values, options, explain)
         return json_safe(pd.DataFrame.from_records(records, columns=columns))
 

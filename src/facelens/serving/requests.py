@@ -1,13 +1,14 @@
-"""Reading a request to the served model: the ``explain`` / ``target`` / ``method`` params,
-the request-level limits and each row's base64 image; every problem becomes a :class:`RowError`
-(an ``error`` code and a ``message`` naming the row), never an exception."""
+"""Reading a request to the served model: the ``explain`` / ``target`` / ``method`` params
+(a bad one refuses the whole request: :class:`~facelens.serving.refusals.RequestRefused`, HTTP
+400), the request-level row limits and each row's base64 image (a problem there becomes a
+:class:`RowError`: an ``error`` code and a ``message`` naming the row, never an exception)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from facelens.data.images import ImageRejected, decode_image, resize_square
 from facelens.models.meta import ModelMeta
+from facelens.serving.refusals import PARAM_NAMES, RequestRefused
 from facelens.serving.schema import IMAGE_COLUMN, allowed_targets
 
 __all__ = [
@@ -27,12 +29,12 @@ __all__ = [
     "parse_options",
     "request_problem",
     "resolve_target",
-    "wants_explain",
 ]
 
 #: Largest side of the image a CAM is drawn over (at least the model's input size).
 _CAM_DISPLAY_MAX = 256
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_")
+_DEFAULT_METHOD = "gradcam"
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 
@@ -109,39 +111,61 @@ def as_bool(value: Any) -> bool | None:
     return None
 
 
-def wants_explain(params: Mapping[str, Any] | None) -> bool:
-    """Whether the request asks for CAMs (an invalid ``explain`` counts as no)."""
-    return bool(as_bool((params or {}).get("explain", False)))
+def parse_options(
+    params: Mapping[str, Any], meta: ModelMeta, dropped: Sequence[str] = ()
+) -> Options:
+    """The checked params of a request; every param is checked whether or not ``explain`` is
+    set.
 
+    Args:
+        params: The request's params.
+        meta: The served model's metadata (its class or attribute names).
+        dropped: Param names MLflow removed before the model saw them (unknown to the
+            signature; see :func:`facelens.serving.refusals.dropped_params`).
 
-def parse_options(params: Mapping[str, Any], meta: ModelMeta) -> Options | RowError:
-    """The checked params of a request, or the request-level error every row gets."""
+    Raises:
+        RequestRefused: ``unknown_param``, ``invalid_param`` (``explain`` not a boolean),
+            ``unknown_method`` or ``unknown_target``; the message names the param and lists
+            what is allowed, and never repeats the value sent.
+    """
+    unknown = sorted({*dropped, *(str(k) for k in params if k not in PARAM_NAMES)})
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise RequestRefused(
+            "unknown_param",
+            f"unknown param{'s' if len(unknown) > 1 else ''} {names}; "
+            f"allowed params: {', '.join(PARAM_NAMES)}",
+        )
     explain = as_bool(params.get("explain", False))
     if explain is None:
-        return RowError(
+        raise RequestRefused(
             "invalid_param", "the 'explain' param must be true or false; send a boolean"
         )
-    method_text = str(params.get("method", "gradcam") or "gradcam")
-    target_text = str(params.get("target", "") or "")
-    if not explain:
-        return Options(False, None, "gradcam")
+    method = str(params.get("method", _DEFAULT_METHOD) or _DEFAULT_METHOD)
+    if method != _DEFAULT_METHOD:  # the default needs no check (nor grad-cam's imports)
+        method = _checked_method(method)
+    target = resolve_target(str(params.get("target", "") or ""), meta)
+    return Options(explain, target, method)
+
+
+def _checked_method(text: str) -> str:
     from facelens.explain.cams.methods import METHODS, resolve_method
 
     try:
-        method = resolve_method(method_text)
+        return resolve_method(text)
     except ValueError:
-        return RowError(
+        raise RequestRefused(
             "unknown_method",
             f"the 'method' param is not a CAM method; allowed: {', '.join(sorted(METHODS))}",
-        )
-    target = resolve_target(target_text, meta)
-    if isinstance(target, RowError):
-        return target
-    return Options(True, target, method)
+        ) from None
 
 
-def resolve_target(text: str, meta: ModelMeta) -> tuple[int, int] | RowError | None:
-    """``""`` -> None; ``name`` / ``+name`` -> (index, +1); ``-name`` -> (index, -1)."""
+def resolve_target(text: str, meta: ModelMeta) -> tuple[int, int] | None:
+    """``""`` -> None; ``name`` / ``+name`` -> (index, +1); ``-name`` -> (index, -1).
+
+    Raises:
+        RequestRefused: ``unknown_target``, listing the allowed names.
+    """
     text = text.strip()
     if not text:
         return None
@@ -150,7 +174,7 @@ def resolve_target(text: str, meta: ModelMeta) -> tuple[int, int] | RowError | N
     lookup = {name.lower(): i for i, name in enumerate(meta.output_names)}
     if key not in lookup:
         kind = "class" if meta.task == "expression" else "attribute"
-        return RowError(
+        raise RequestRefused(
             "unknown_target",
             f"the 'target' param is not a {kind} of this {meta.task} model; allowed: "
             f"{', '.join(allowed_targets(meta))} (prefix '-' to explain what lowers the score), "
@@ -160,11 +184,9 @@ def resolve_target(text: str, meta: ModelMeta) -> tuple[int, int] | RowError | N
 
 
 def request_problem(
-    options: Options | RowError, n_rows: int, *, max_rows: int, max_scorecam_rows: int
+    options: Options, n_rows: int, *, max_rows: int, max_scorecam_rows: int
 ) -> RowError | None:
-    """The error every row gets (bad params, too many rows), or None."""
-    if isinstance(options, RowError):
-        return options
+    """The error every row gets (too many rows), or None."""
     if n_rows > max_rows:
         return RowError(
             "batch_too_large",
@@ -192,12 +214,22 @@ def decode_row(
     min_size: int,
 ) -> tuple[Decoded | None, RowError | None]:
     """Decode one row's image (limits checked before any pixel is decoded) at the model's
-    input size, and at display size when explaining."""
+    input size, and at display size when explaining.
+
+    The decoder shrinks a large image (shorter side kept >= max(input size, 256)) before any
+    array is made, so one image admitted by ``max_pixels`` costs about Pillow's decoded
+    buffer, not several float64 copies of it."""
     data = b64_bytes(value, row, max_image_bytes)
     if isinstance(data, RowError):
         return None, data
     try:
-        img = decode_image(data, max_pixels=max_pixels, min_size=min_size, name=f"row {row}")
+        img = decode_image(
+            data,
+            max_pixels=max_pixels,
+            min_size=min_size,
+            name=f"row {row}",
+            reduce_to=max(input_size, _CAM_DISPLAY_MAX),
+        )
     except ImageRejected as exc:
         return None, RowError(exc.code, exc.message)
     display = None

@@ -24,14 +24,12 @@ __all__ = [
 IMAGE_COLUMN = "image"
 #: Columns added to the response by ``explain=true``.
 CAM_COLUMNS: tuple[str, ...] = ("cam_target", "cam_method", "cam_png")
-#: Every ``error`` code a response row can carry (``""`` means ok).
+#: Every ``error`` code a response row can carry (``""`` means ok); a bad param refuses the
+#: whole request instead (``facelens.serving.refusals.REFUSAL_CODES``, HTTP 400).
 ROW_CODES: frozenset[str] = CODES | {
     "missing_image",
     "invalid_base64",
     "batch_too_large",
-    "unknown_target",
-    "unknown_method",
-    "invalid_param",
     "explain_failed",
 }
 
