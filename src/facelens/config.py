@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from facelens.data.params import DataParams, SplitParams
 from facelens.device import parse_device_spec
@@ -59,6 +59,20 @@ class Params(_Closed):
     @classmethod
     def _device_spec(cls, value: str) -> str:
         return parse_device_spec(value)
+
+    @model_validator(mode="after")
+    def _pretrained_archs(self) -> Params:
+        """``weights: pretrained`` needs a backbone for every arch training may build."""
+        if self.model.weights == "pretrained":
+            wanted = {self.model.arch, *self.tune.space.arch}
+            missing = sorted(wanted - set(self.pretrain.archs))
+            if missing:
+                raise ValueError(
+                    f"model.weights is 'pretrained' but pretrain.archs {self.pretrain.archs} "
+                    f"lacks {missing} (model.arch / tune.space.arch); add them to "
+                    "pretrain.archs or narrow tune.space.arch"
+                )
+        return self
 
     @property
     def registered_model_name(self) -> str:

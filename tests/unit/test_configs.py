@@ -151,3 +151,12 @@ def test_the_readme_paper_setting_is_valid_params() -> None:
     assert params.model.input_size == params.data.image_size == 224
     assert params.model.weights == "imagenet" and params.model.arch == "vgg16"
     assert params.train.epochs == 120
+
+
+def test_pretrained_weights_need_a_backbone_for_every_arch_training_may_build() -> None:
+    ok = {"model": {"weights": "pretrained"}, "tune": {"space": {"arch": ["vgg16_bn"]}}}
+    assert parse_params(ok).pretrain.archs == ["vgg16_bn"]
+    bad = {"model": {"weights": "pretrained"}, "tune": {"space": {"arch": ["vgg16", "vgg16_bn"]}}}
+    with pytest.raises(ConfigError, match=r"pretrain\.archs \['vgg16_bn'\] lacks \['vgg16'\]"):
+        parse_params(bad)
+    assert parse_params({**bad, "pretrain": {"archs": ["vgg16", "vgg16_bn"]}})

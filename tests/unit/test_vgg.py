@@ -150,7 +150,8 @@ def test_auto_tries_imagenet_then_the_pretrained_backbone_then_random(
     label = rf"pretrained:{re.escape(pre.as_posix())}/vgg16_bn\.pt#sha256:[0-9a-f]{{12}}"
     assert re.fullmatch(label, source)
     assert norm_stats(source) == DEFAULT_NORM  # pretraining normalises like random init
-    model, built = build_model(ModelParams(pretrained=str(pre)), num_outputs=7)
+    with pytest.warns(UserWarning, match="SynthFACS-pretrained backbone"):
+        model, built = build_model(ModelParams(pretrained=str(pre)), num_outputs=7)
     assert built == source
     assert torch.equal(model.blocks[3][0].weight, src.blocks[3][0].weight)
     assert resolve_weights("vgg16_bn", "pretrained", pre)[1] == source
