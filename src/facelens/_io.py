@@ -7,6 +7,7 @@ leaves the previous file or folder as it was.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -28,6 +29,7 @@ __all__ = [
     "canonical_hash",
     "flatten_metrics",
     "jsonable",
+    "write_error_line",
     "write_json",
 ]
 
@@ -45,16 +47,70 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             torch.save(state, tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise _named(exc, path) from exc
     tmp = Path(name)
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        named = _named(exc, path)
+        if named is exc:
+            raise
+        raise named from exc
+
+
+#: What a failed write reports, by errno: the one line :func:`write_error_line` makes.
+WRITE_ERRNOS: dict[int, str] = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
+#: Below this many free bytes, a write that failed without an errno (``torch.save``'s C++
+#: writer raises ``RuntimeError("... unexpected pos ...")``) is taken for a full disk.
+_NEARLY_FULL = 1 << 20
+
+
+def _named(exc: BaseException, path: Path) -> BaseException:
+    """``exc`` as an ``OSError`` naming ``path`` (the output, not its hidden temporary) when
+    it is a full disk, an exceeded quota or a read-only file system; else ``exc`` itself."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code not in WRITE_ERRNOS and isinstance(exc, RuntimeError) and _nearly_full(path.parent):
+        code = errno.ENOSPC
+    if code not in WRITE_ERRNOS:
+        return exc
+    return OSError(code, os.strerror(code), str(path))
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def write_error_line(exc: BaseException) -> str | None:
+    """One line for a write that failed because the disk is full, the quota exceeded or the
+    file system read-only (``disk full while writing <path>; ...``); ``None`` for any other
+    error."""
+    if not isinstance(exc, OSError) or exc.errno not in WRITE_ERRNOS:
+        return None
+    what = WRITE_ERRNOS[exc.errno]
+    where = exc.filename if exc.filename else "an output (no file named)"
+    fix = (
+        "make it writable"
+        if exc.errno == errno.EROFS
+        else "free some space (`dvc gc`, old checkpoints in cache/)"
+    )
+    return (
+        f"{what} while writing {where}; {fix} and run again: earlier outputs, "
+        "checkpoints and finished trials are kept"
+    )
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
@@ -173,14 +229,32 @@ def atomic_output_dir(out_dir: Path | str) -> Iterator[Path]:
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} exists and is not a directory; remove it or pick another")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as exc:
+        raise _named(exc, out_dir) from exc
     os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; outputs are not secret
     try:
         yield tmp
         _swap_into_place(tmp, out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        named = _named(exc, _inside(exc, tmp, out_dir))
+        if named is exc:
+            raise
+        raise named from exc
+
+
+def _inside(exc: BaseException, tmp: Path, out_dir: Path) -> Path:
+    """The file of ``out_dir`` that ``exc`` failed on (its name in the temporary folder
+    mapped back), or ``out_dir`` itself."""
+    name = getattr(exc, "filename", None)
+    if isinstance(name, str | os.PathLike):
+        try:
+            return out_dir / Path(name).relative_to(tmp)
+        except ValueError:
+            pass
+    return out_dir
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:

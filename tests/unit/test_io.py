@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from facelens._io import (
     canonical_hash,
     flatten_metrics,
     jsonable,
+    write_error_line,
     write_json,
 )
 
@@ -91,3 +94,70 @@ def test_flatten_metrics_options() -> None:
         "gradcampp/r": 0.5,
         "x y_z_": 2.0,
     }
+
+
+def _full_disk(*_: object) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
+def test_a_write_that_hits_a_full_disk_names_the_output_not_its_temporary(
+    tmp_path: Path, code: int
+) -> None:
+    target = tmp_path / "models" / "state_dict.pt"
+    atomic_write_text(target, "previous")
+
+    def failing(_: Path) -> None:
+        raise OSError(code, os.strerror(code), str(target.parent / ".state_dict.pt.x.tmp"))
+
+    with pytest.raises(OSError) as caught, atomic_path(target) as tmp:
+        failing(tmp)
+    assert caught.value.errno == code and caught.value.filename == str(target)
+    line = write_error_line(caught.value)
+    assert line is not None and line.startswith(
+        {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded"}.get(
+            code, "read-only file system"
+        )
+        + f" while writing {target};"
+    )
+    assert "\n" not in line
+    assert target.read_text() == "previous"
+    assert [p.name for p in target.parent.iterdir()] == ["state_dict.pt"]
+
+
+def test_torch_save_on_a_full_disk_is_a_full_disk(tmp_path: Path, monkeypatch) -> None:
+    """torch's C++ writer reports a full disk as ``RuntimeError("... unexpected pos ...")``
+    without an errno: with (almost) no free space left it is reported as ENOSPC; with space
+    left it stays the RuntimeError it is."""
+    import shutil
+
+    target = tmp_path / "checkpoint.pt"
+
+    def torch_like(_: Path) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    with pytest.raises(RuntimeError, match="unexpected pos"), atomic_path(target) as tmp:
+        torch_like(tmp)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=4096))
+    with pytest.raises(OSError) as caught, atomic_path(target) as tmp:
+        torch_like(tmp)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_full_disk_inside_an_output_folder_names_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "maps"
+    with atomic_output_dir(out) as tmp:
+        (tmp / "old.npz").write_text("kept")
+    with pytest.raises(OSError) as caught, atomic_output_dir(out) as tmp:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "cams_gradcam.npz"))
+    assert caught.value.filename == str(out / "cams_gradcam.npz")
+    with pytest.raises(OSError) as caught, atomic_output_dir(out) as tmp:
+        _full_disk()  # no file named (zipfile, shutil.copyfileobj): the folder is named
+    assert caught.value.filename == str(out)
+    assert (out / "old.npz").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps"]
+    assert write_error_line(OSError(errno.ENOENT, "No such file", "x")) is None
+    assert write_error_line(ValueError("x")) is None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -87,3 +89,34 @@ def test_every_project_error_derives_from_the_base() -> None:
     assert all(issubclass(c, errors.FaceLensError) for c in classes)
     assert issubclass(errors.MissingInputError, FileNotFoundError)  # callers catching builtins
     assert issubclass(errors.ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("code", "what"),
+    [
+        (errno.ENOSPC, "disk full"),
+        (errno.EDQUOT, "disk quota exceeded"),
+        (errno.EROFS, "read-only"),
+    ],
+)
+def test_a_full_disk_is_one_line_naming_the_file(code: int, what: str, monkeypatch, capsys) -> None:
+    _quiet_sigint(monkeypatch)
+
+    def main() -> None:
+        raise OSError(code, os.strerror(code), "models/model/state_dict.pt")
+
+    assert run_stage(main) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {what}") and err.count("\n") == 1
+    assert "while writing models/model/state_dict.pt;" in err
+
+
+def test_other_os_errors_keep_their_traceback(monkeypatch, capsys) -> None:
+    _quiet_sigint(monkeypatch)
+
+    def main() -> None:
+        raise OSError(errno.EIO, "Input/output error", "x")
+
+    with pytest.raises(OSError, match="Input/output"):
+        run_stage(main)
+    assert capsys.readouterr().err == ""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from facelens import interrupts
+from facelens._io import write_error_line
 from facelens.errors import FaceLensError, StageError
 
 __all__ = [
@@ -36,6 +37,11 @@ def run_stage(main: Callable[[], None]) -> int:
     """Run a stage's ``main``; a :class:`FaceLensError` becomes one line on stderr and exit
     code 1, any other exception propagates with its traceback.
 
+    A write that fails because the disk is full, the quota is exceeded or the file system is
+    read-only (``OSError`` ``ENOSPC`` / ``EDQUOT`` / ``EROFS``) is one line naming the file
+    (:func:`facelens._io.write_error_line`) and exit code 1: outputs are written atomically,
+    so the earlier ones are intact and a rerun completes once there is room.
+
     Ctrl-C (SIGINT) becomes one line and exit code 130, SIGTERM (schedulers, ``docker
     stop``) the same line and exit code 143: work already saved (finished Optuna trials, epoch
     checkpoints, MLflow runs closed as ``KILLED``) is kept, and ``dvc repro`` resumes from it.
@@ -45,6 +51,12 @@ def run_stage(main: Callable[[], None]) -> int:
         main()
     except FaceLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        line = write_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         name = interrupts.signal_name()

@@ -24,6 +24,7 @@ from facelens.models.cache import ActivationCache
 from facelens.models.vgg import FaceVGG, apply_freeze
 from facelens.training.checkpoint import (
     CHECKPOINT_NAME,
+    PREVIOUS_NAME,
     TrainState,
     cpu_state,
     restore_checkpoint,
@@ -175,7 +176,8 @@ def _fit(
     ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and ckpt_path.is_file():
+        # only the previous checkpoint exists when writing the last one failed (a full disk)
+        if resume and any(p.is_file() for p in (ckpt_path, ckpt_path.with_name(PREVIOUS_NAME))):
             start = restore_checkpoint(ckpt_path, model, state, params, task)
             state.history.used_cache = use_cache
             state.history.resumed_from = start - 1
