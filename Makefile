@@ -23,6 +23,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)  ## create .venv and install facelens with dev extras
 
 repro: $(STAMP)  ## run the whole DVC pipeline on SynthFACS (offline)
+	$(BIN)/facelens params check
 	$(BIN)/dvc repro
 
 test: $(STAMP)  ## ruff + the whole test suite (slow tests included)

@@ -21,6 +21,7 @@ from facelens.cli.compare import compare
 from facelens.cli.console import out
 from facelens.cli.data import data_app
 from facelens.cli.explain import explain
+from facelens.cli.params import params_app
 from facelens.cli.predict import predict
 from facelens.cli.runs import runs_app
 from facelens.cli.tune import tune_app
@@ -79,6 +80,7 @@ app = FaceLensTyper(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(params_app, name="params")
 app.add_typer(runs_app, name="runs")
 app.add_typer(tune_app, name="tune")
 
@@ -105,6 +107,8 @@ def main(
         facelens data synth --preview grid.png
 
         facelens data check path/to/fer2013.csv
+
+        facelens params check
 
         facelens predict face.png --json
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from facelens.cli.params import check_params
 from facelens.config import Params, parse_params
 from facelens.errors import ConfigError, FaceLensError, MissingInputError
 from facelens.tracking.runs import LAUNCHER_RUN_ENV
@@ -154,7 +155,10 @@ def _validated(params_file: Path, overrides: Sequence[tuple[str, str]]) -> Param
         raw = yaml.safe_load(params_file.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{params_file}: unreadable ({exc})") from None
-    return parse_params(apply_overrides(raw, overrides), f"{params_file} with the -P overrides")
+    source = f"{params_file} with the -P overrides"
+    params = parse_params(apply_overrides(raw, overrides), source)
+    check_params(params, params_file.resolve().parent, source)
+    return params
 
 
 def _dvc_binary() -> str:
