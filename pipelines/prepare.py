@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from facelens.config import load_params
+from facelens.data.prepare_report import sparse_classes
 from facelens.stages import prepare
 from facelens.stages.common import run_stage
 
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{dict(report.quarantine_by_reason)}, {len(report.exact_duplicates)} exact-duplicate "
         f"groups, {len(report.near_duplicates)} near-duplicate pairs -> {args.out}"
     )
+    sparse = sparse_classes(report)
+    if sparse:
+        print(f"prepare: warning: {sparse}", file=sys.stderr)
     if report.synth:
         print(
             f"prepare: SynthFACS correlation MAD {report.synth['correlation_mad']:.3f}, "

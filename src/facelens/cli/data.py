@@ -150,7 +150,11 @@ def data_check(
             report = check_source(params, progress=progress)
     except (ValueError, OSError) as exc:  # the data readers also raise plain ValueError
         fail(str(exc).splitlines()[0])
+    from facelens.data.prepare_report import sparse_classes
+
     payload = report.to_dict()
+    sparse = sparse_classes(report)
+    payload["warnings"] = [sparse] if sparse else []
     if as_json:
         typer.echo(json.dumps(payload, indent=2, default=str))
         return
@@ -180,3 +184,5 @@ def _print_report(report: dict) -> None:
     leakage = report.get("leakage")
     if leakage:
         out.print(f"leakage across source splits: {leakage}")
+    for warning in report.get("warnings") or []:
+        out.print(f"warning: {warning}", highlight=False)

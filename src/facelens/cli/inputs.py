@@ -38,6 +38,8 @@ def read_input(path: Path, detect_face: bool, margin: float) -> tuple[str, np.nd
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise DataError(f"{path}: the file could not be read ({reason}); {allowed}") from None
+    if not data:
+        raise DataError(f"{path}: the image is empty (0 bytes); {allowed}")
     if not detect_face:
         return base64.b64encode(data).decode("ascii"), None
     from facelens.serving.faces import FaceDetectorUnavailable, crop_largest_face

@@ -17,7 +17,7 @@ from facelens.data.params import DataParams
 if TYPE_CHECKING:
     from facelens.data.prepare_rows import PreparedRow
 
-__all__ = ["PrepareReport", "nothing_usable", "record_quarantine", "summarise"]
+__all__ = ["PrepareReport", "nothing_usable", "record_quarantine", "sparse_classes", "summarise"]
 
 #: Quarantined inputs quoted in the "no usable image" message.
 _EXAMPLES = 5
@@ -155,4 +155,19 @@ def nothing_usable(params: DataParams, report: PrepareReport) -> str:
         f"{where}: no usable image ({report.n_quarantined} quarantined by reason: {reasons}"
         f"{ignored}). First problems: {examples or 'the source is empty'}. "
         f"Fix the source or point data.path at the right place; run `facelens data check`."
+    )
+
+
+def sparse_classes(report: PrepareReport) -> str | None:
+    """A one-line warning naming the expression classes with 0 or 1 accepted image (such a
+    class cannot be both learnt and tested; its F1 is undefined or rests on one image), or
+    None when every class has at least 2 (or the source has no expression labels)."""
+    counts = {k: v for k, v in report.counts_per_class.items() if k != "unlabeled"}
+    sparse = {name: n for name, n in counts.items() if n < 2}
+    if not counts or not sparse:
+        return None
+    listed = ", ".join(f"{name} {n}" for name, n in sparse.items())
+    return (
+        f"classes with fewer than 2 images: {listed}; they cannot be in both the train and the "
+        "test split (macro-F1 averages the classes the test split has): add images of them"
     )

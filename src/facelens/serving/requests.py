@@ -83,7 +83,7 @@ def b64_bytes(value: Any, row: int, max_bytes: int) -> bytes | RowError:
         _, _, text = text.partition(b",")
     text = b"".join(text.split())  # tolerate line-wrapped base64
     if not text:
-        return RowError("missing_image", f"row {row}: the image string is empty")
+        return RowError("missing_image", f"row {row}: the image is empty (0 bytes)")
     if len(text) > 4 * (max_bytes // 3 + 1):  # refuse before allocating the decoded bytes
         return RowError(
             "too_large",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from facelens.constants import EXPRESSIONS
 from facelens.data.sources.files import is_image_name, read_limited, sorted_children, walk_files
-from facelens.data.sources.records import RawRecord
+from facelens.data.sources.records import RawRecord, no_bytes
 from facelens.errors import MissingInputError
 
 __all__ = ["SPLIT_FOLDERS", "iter_imagefolder"]
@@ -35,7 +35,9 @@ def iter_imagefolder(root: Path) -> Iterator[RawRecord]:
     is a record, so stray non-images are quarantined as ``unsupported_format`` rather than
     silently dropped; files inside a folder that is neither a split nor a class get the problem
     ``("bad_label", ...)``; image files lying directly in ``root`` or in a split folder get
-    ``("bad_label", "not inside a class folder")``; other loose files are ignored.
+    ``("bad_label", "not inside a class folder")``; other loose files are ignored. A file
+    reached through a symbolic link that leads out of ``root`` gets ``("outside_root", ...)``
+    and is never read.
 
     Args:
         root: The dataset folder.
@@ -79,23 +81,39 @@ def _iter_class_folder(
         problem = ("bad_label", f"folder {class_dir.name!r} is not one of {expected}{splits}")
     for path in walk_files(class_dir):
         rel = path.relative_to(root).as_posix()
+        escape = _escape(root, path)
         yield RawRecord(
             key=rel,
-            load=partial(read_limited, path),
+            load=no_bytes if escape else partial(read_limited, path),
             label=label,
             identity=None,
             usage=usage,
             origin=str(path),
-            problem=problem,
+            problem=escape or problem,
         )
 
 
 def _misplaced(root: Path, path: Path) -> RawRecord:
+    escape = _escape(root, path)
     return RawRecord(
         key=path.relative_to(root).as_posix(),
-        load=partial(read_limited, path),
+        load=no_bytes if escape else partial(read_limited, path),
         origin=str(path),
-        problem=("bad_label", "not inside a class folder; put it in <class>/ or <split>/<class>/"),
+        problem=escape
+        or ("bad_label", "not inside a class folder; put it in <class>/ or <split>/<class>/"),
+    )
+
+
+def _escape(root: Path, path: Path) -> tuple[str, str] | None:
+    """``("outside_root", ...)`` for a file that is (or lies under) a symbolic link leading
+    out of the dataset folder: it is never read, so a dataset cannot pull in other files."""
+    real = path.resolve()
+    if real.is_relative_to(root.resolve()):
+        return None
+    return (
+        "outside_root",
+        f"a symbolic link to {real}, outside the dataset folder {root}; "
+        "copy the file into the folder instead",
     )
 
 
