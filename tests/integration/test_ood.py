@@ -139,3 +139,39 @@ def test_cli_prints_a_warning_line_for_flagged_images(trained, tmp_path, monkeyp
     )
     assert result.exit_code == 0, result.output
     assert "warning:" in result.stderr and "out of distribution" in result.stderr
+
+
+@pytest.mark.parametrize("task", ["expression", "attributes"])
+def test_the_train_stage_logs_a_model_that_serves_ood_columns(
+    task, tmp_path, sqlite_store, pipeline_params
+):
+    """prepare -> split -> the train stage (tiny params, 1 epoch): the logged pyfunc, loaded
+    back through MLflow with the code it ships, answers with the OOD columns."""
+    from facelens.config import parse_params
+    from facelens.stages import prepare, split, train
+
+    sqlite_store("ood-stage")
+    raw = pipeline_params()
+    raw["task"] = task
+    params = parse_params(raw)
+    prepare.run(params, tmp_path / "prepared")
+    split.run(params, tmp_path / "prepared", tmp_path / "splits")
+    info = train.run(
+        params,
+        tmp_path / "prepared",
+        tmp_path / "splits",
+        {},
+        tmp_path / "model",
+        checkpoint_root=tmp_path / "ckpt",
+    )
+    _, meta = load_exported(tmp_path / "model")
+    assert meta.ood_threshold is not None and (tmp_path / "model" / "ood.npz").is_file()
+    detector = load_ood(tmp_path / "model", meta.ood_threshold)
+    assert detector is not None and detector.means.shape[0] == (7 if task == "expression" else 1)
+    logged = mlflow.pyfunc.load_model(info["model_uri"])
+    names = {c.name for c in logged.metadata.get_output_schema().inputs}
+    assert set(OOD_COLUMNS) <= names
+    noise = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    out = logged.predict(pd.DataFrame({"image": [_b64(noise)]}))
+    assert set(OOD_COLUMNS) <= set(out.columns) and out.loc[0, "error"] == ""
+    assert out.loc[0, "ood_score"] > 0
