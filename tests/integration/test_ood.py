@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 import mlflow
@@ -139,6 +140,11 @@ def test_cli_prints_a_warning_line_for_flagged_images(trained, tmp_path, monkeyp
     )
     assert result.exit_code == 0, result.output
     assert "warning:" in result.stderr and "out of distribution" in result.stderr
+    result = runner.invoke(app, ["predict", str(face), str(noise), "-m", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert [r["ood"] for r in records] == [bool(flagged), True]
+    assert all(isinstance(r["ood_score"], float) for r in records)
 
 
 @pytest.mark.parametrize("task", ["expression", "attributes"])
