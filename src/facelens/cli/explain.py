@@ -23,7 +23,7 @@ from facelens.cli.model import (
     run_model,
 )
 from facelens.cli.paths import check_output, write_output
-from facelens.cli.rows import ROW_PREFIX, row_message, row_summary
+from facelens.cli.rows import ROW_PREFIX, ood_warning, row_message, row_summary
 from facelens.errors import FaceLensError
 
 if TYPE_CHECKING:
@@ -89,6 +89,9 @@ def explain(
     pyfunc = load_model(uri, device)
     overlays, row = _explain_methods(pyfunc, encoded, image, methods, target, all_methods)
     out.print(f"{image}: {row_summary(row)}", highlight=False, markup=False)
+    warning = ood_warning(image, row)
+    if warning is not None:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if all_methods:
         _write_method_files(destination, overlays, encoded, image, row)
         return

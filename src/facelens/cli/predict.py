@@ -22,7 +22,7 @@ from facelens.cli.model import (
     model_uri,
     run_model,
 )
-from facelens.cli.rows import row_message, row_summary, row_values
+from facelens.cli.rows import ood_warning, row_message, row_summary, row_values
 from facelens.errors import FaceLensError
 
 __all__ = ["predict"]
@@ -77,10 +77,19 @@ def predict(
         _print_json(images, results, problems)
     elif results:
         _print_predictions(images, results, uri, task)
+    _warn_ood(images, results)
     for i in sorted(problems):
         err.print(f"[bold red]error:[/] {escape(problems[i])}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
+
+
+def _warn_ood(images: list[Path], results: dict[int, dict]) -> None:
+    """A warning line on stderr per image the model flags as out of distribution."""
+    for i in sorted(results):
+        line = ood_warning(images[i], results[i])
+        if line is not None:
+            err.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _print_json(images: list[Path], results: dict[int, dict], problems: dict[int, str]) -> None:

@@ -1,7 +1,9 @@
-"""Export a trained model to a folder (``state_dict.pt`` + ``meta.json``) and load it back."""
+"""Export a trained model to a folder (``state_dict.pt`` + ``meta.json``, and ``ood.npz`` once
+an out-of-distribution detector is attached) and load it back."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -9,9 +11,10 @@ import torch
 from facelens._io import atomic_path, atomic_write_text
 from facelens.errors import MissingInputError
 from facelens.models.meta import ModelMeta
+from facelens.models.ood import OodDetector
 from facelens.models.vgg import FaceVGG
 
-__all__ = ["export_model", "load_exported"]
+__all__ = ["attach_ood", "export_model", "load_exported"]
 
 
 def export_model(model: FaceVGG, meta: ModelMeta, out_dir: Path) -> None:
@@ -33,6 +36,26 @@ def export_model(model: FaceVGG, meta: ModelMeta, out_dir: Path) -> None:
     with atomic_path(out_dir / "state_dict.pt") as tmp:
         torch.save(state, tmp)
     atomic_write_text(out_dir / "meta.json", meta.to_json())
+
+
+def attach_ood(model_dir: Path, meta: ModelMeta, detector: OodDetector) -> ModelMeta:
+    """Save ``detector`` beside the exported model and record its threshold in ``meta.json``.
+
+    ``ood.npz`` is written first and ``meta.json`` (which names the threshold) last, so a
+    ``meta.json`` with a threshold implies a complete detector.
+
+    Returns:
+        ``meta`` with ``ood_threshold`` and ``ood_false_alarm`` set.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "state_dict.pt").is_file():
+        raise MissingInputError(f"{model_dir} holds no exported model; export it first")
+    detector.save(model_dir)
+    meta = dataclasses.replace(
+        meta, ood_threshold=float(detector.threshold), ood_false_alarm=detector.false_alarm
+    )
+    atomic_write_text(model_dir / "meta.json", meta.to_json())
+    return meta
 
 
 def load_exported(

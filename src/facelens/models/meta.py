@@ -32,6 +32,11 @@ class ModelMeta:
     norm_std: tuple[float, ...]
     target_mean: tuple[float, ...] | None = None
     target_std: tuple[float, ...] | None = None
+    #: Out-of-distribution threshold (``ood.npz`` beside the model holds the detector, see
+    #: :mod:`facelens.models.ood`); ``None``: exported without one (no OOD score).
+    ood_threshold: float | None = None
+    #: Share of validation images flagged at ``ood_threshold``'s calibration target.
+    ood_false_alarm: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.output_names) != self.num_outputs:

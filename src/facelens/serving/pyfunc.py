@@ -20,6 +20,10 @@ Response, one row per input row, in input order:
 - expression: ``label`` (class name, ``""`` on error), ``p_<class>`` per class (probability,
   null on error);
 - attributes: one column per attribute (the rating on the original 1..9 scale, null on error);
+- a model exported with an out-of-distribution detector (:mod:`facelens.models.ood`; models
+  exported before it have neither column): ``ood_score`` (Mahalanobis distance of the image's
+  penultimate features to the nearest training class, null on error) and ``ood`` (true when
+  above the threshold calibrated on the validation split, null on error);
 - with ``explain=true`` only: ``cam_target`` (the explained output, ``-`` prefixed for a
   negative target), ``cam_method`` and ``cam_png`` (base64 PNG: the CAM blended over the
   centre-cropped input, at most 256 px), ``""`` where no CAM was made;
@@ -63,6 +67,7 @@ from facelens.device import model_input, resolve_device
 from facelens.errors import ConfigError, DataError
 from facelens.models.export import load_exported
 from facelens.models.layers import resolve_cam_layer
+from facelens.models.ood import OodDetector, load_ood
 from facelens.serving.explain_rows import explain_rows
 from facelens.serving.refusals import dropped_params
 from facelens.serving.refusals import install as install_param_guard
@@ -121,10 +126,12 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
         """
         config = dict(context.model_config or {})
         self._device = resolve_device(str(config.get("device", "auto")))
-        model, meta = load_exported(Path(context.artifacts["model_dir"]), self._device)
+        model_dir = Path(context.artifacts["model_dir"])
+        model, meta = load_exported(model_dir, self._device)
         model.eval()
         self._model = model
         self._meta = meta
+        self._ood: OodDetector | None = load_ood(model_dir, meta.ood_threshold)
         self._max_pixels = int(config.get("max_pixels", DEFAULT_MAX_PIXELS))
         self._min_size = int(config.get("min_size", DEFAULT_MIN_SIZE))
         self._max_image_bytes = int(config.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES))
@@ -213,7 +220,7 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
         good = [i for i, item in enumerate(decoded) if item is not None]
         inputs = [decoded[i].model_input for i in good]  # type: ignore[union-attr]
         with self._lock:
-            raw = self._infer(inputs)  # (N, K) logits / standardised scores
+            raw, ood_scores = self._infer(inputs)  # (N, K) logits / standardised scores
             cams: list[dict[str, str] | RowError | None] = [None] * len(good)
             if options.explain and good:
                 displays = [decoded[i].display for i in good]  # type: ignore[union-attr]
@@ -230,18 +237,30 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
                     rows=good,
                 )
         outputs = to_outputs(self._meta, raw)
-        return row_records(self._meta, len(values), good, outputs, cams, errors, explain)
+        return row_records(
+            self._meta, len(values), good, outputs, cams, errors, explain, ood_scores
+        )
 
     def _batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         chunk = np.stack(images)  # (B, S, S, 3)
         return self._transform(torch.from_numpy(chunk).permute(0, 3, 1, 2))  # (B, 3, S, S)
 
-    def _infer(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def _infer(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw outputs ``(N, K)`` and, with a detector, OOD scores ``(N,)`` (one forward pass:
+        the output layer is applied to the penultimate features the score is made from)."""
         out: list[np.ndarray] = []
+        feats: list[np.ndarray] = []
+        head = self._model.classifier[-1]
         with torch.inference_mode():
             for start in range(0, len(images), self._batch_size):
                 x = model_input(self._batch(images[start : start + self._batch_size]), self._device)
-                out.append(self._model(x).float().cpu().numpy().astype(np.float64))  # (B, K)
+                embedded = self._model.embed(x)
+                out.append(head(embedded).float().cpu().numpy().astype(np.float64))  # (B, K)
+                feats.append(embedded.float().cpu().numpy())
         if not out:
-            return np.zeros((0, self._meta.num_outputs), dtype=np.float64)
-        return np.concatenate(out, axis=0)
+            empty = np.zeros((0, self._meta.num_outputs), dtype=np.float64)
+            return empty, None if self._ood is None else np.zeros(0)
+        raw = np.concatenate(out, axis=0)
+        if self._ood is None:
+            return raw, None
+        return raw, self._ood.scores(np.concatenate(feats, axis=0))

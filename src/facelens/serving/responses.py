@@ -11,7 +11,7 @@ import pandas as pd
 
 from facelens.models.meta import ModelMeta
 from facelens.serving.requests import RowError
-from facelens.serving.schema import CAM_COLUMNS
+from facelens.serving.schema import CAM_COLUMNS, OOD_COLUMNS
 
 __all__ = ["json_safe", "record", "row_records", "to_outputs"]
 
@@ -29,18 +29,29 @@ def to_outputs(meta: ModelMeta, raw: np.ndarray) -> np.ndarray:
 
 
 def record(
-    meta: ModelMeta, values: np.ndarray | None, error: RowError | None, explain: bool
+    meta: ModelMeta,
+    values: np.ndarray | None,
+    error: RowError | None,
+    explain: bool,
+    ood_score: float | None = None,
 ) -> dict[str, Any]:
-    """One response row: the values (None for a failed row), empty CAM columns when
-    explaining, ``error`` and ``message``."""
+    """One response row: the values (None for a failed row), the OOD score and flag when the
+    model has a detector (None for a failed row), empty CAM columns when explaining,
+    ``error`` and ``message``."""
     names = meta.output_names
     expression = meta.task == "expression"
     prefix = "p_" if expression else ""
     cams = dict.fromkeys(CAM_COLUMNS, "") if explain else {}
+    ood: dict[str, Any] = {}
+    if meta.ood_threshold is not None:
+        ood = dict.fromkeys(OOD_COLUMNS, None)
+        if values is not None and ood_score is not None:
+            ood = {"ood_score": float(ood_score), "ood": bool(ood_score > meta.ood_threshold)}
     if values is None:
         rec: dict[str, Any] = dict.fromkeys((f"{prefix}{n}" for n in names), None)
         if expression:
             rec["label"] = ""
+        rec.update(ood)
         rec.update(cams)
         rec["error"] = error.code if error else "internal"
         rec["message"] = error.message if error else "no prediction was made"
@@ -48,6 +59,7 @@ def record(
     rec = {f"{prefix}{n}": float(v) for n, v in zip(names, values, strict=True)}
     if expression:
         rec["label"] = names[int(np.argmax(values))]
+    rec.update(ood)
     rec.update(cams)
     rec["error"] = error.code if error else ""
     rec["message"] = error.message if error else ""
@@ -62,17 +74,20 @@ def row_records(
     cams: Sequence[dict[str, str] | RowError | None],
     errors: Sequence[RowError | None],
     explain: bool,
+    ood_scores: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """The response rows in input order: ``good`` rows get ``outputs`` and ``cams`` (in the
-    order of ``good``), the others their decoding error."""
+    """The response rows in input order: ``good`` rows get ``outputs``, ``cams`` and
+    ``ood_scores`` (in the order of ``good``), the others their decoding error."""
     records = []
     by_row = {i: (outputs[k], cams[k]) for k, i in enumerate(good)}
+    score = {i: float(ood_scores[k]) for k, i in enumerate(good)} if ood_scores is not None else {}
     for i in range(n_rows):
         if i not in by_row:
             records.append(record(meta, None, errors[i], explain))
             continue
         value, cam = by_row[i]
-        records.append(record(meta, value, cam if isinstance(cam, RowError) else None, explain))
+        problem = cam if isinstance(cam, RowError) else None
+        records.append(record(meta, value, problem, explain, score.get(i)))
         if isinstance(cam, dict):
             records[-1].update(cam)
     return records

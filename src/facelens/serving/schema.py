@@ -14,6 +14,7 @@ from facelens.models.meta import ModelMeta
 __all__ = [
     "CAM_COLUMNS",
     "IMAGE_COLUMN",
+    "OOD_COLUMNS",
     "ROW_CODES",
     "allowed_targets",
     "encode_image",
@@ -24,6 +25,10 @@ __all__ = [
 IMAGE_COLUMN = "image"
 #: Columns added to the response by ``explain=true``.
 CAM_COLUMNS: tuple[str, ...] = ("cam_target", "cam_method", "cam_png")
+#: Columns of a model exported with an out-of-distribution detector (``meta.ood_threshold``):
+#: the Mahalanobis distance of the image's features to the training classes (float) and
+#: whether it is above the threshold calibrated on the validation split (bool); null on error.
+OOD_COLUMNS: tuple[str, ...] = ("ood_score", "ood")
 #: Every ``error`` code a response row can carry (``""`` means ok); a bad param refuses the
 #: whole request instead (``facelens.serving.refusals.REFUSAL_CODES``, HTTP 400).
 ROW_CODES: frozenset[str] = CODES | {
@@ -48,7 +53,8 @@ def output_columns(meta: ModelMeta, *, explain: bool = False) -> list[str]:
         values = ["label", *(f"p_{name}" for name in meta.output_names)]
     else:
         values = list(meta.output_names)
-    return [*values, *cams, "error", "message"]
+    ood = list(OOD_COLUMNS) if meta.ood_threshold is not None else []
+    return [*values, *ood, *cams, "error", "message"]
 
 
 def model_signature(meta: ModelMeta) -> ModelSignature:
@@ -56,13 +62,16 @@ def model_signature(meta: ModelMeta) -> ModelSignature:
     ``meta``'s model.
 
     Inputs: one string column ``image`` (base64). Outputs: see :func:`output_columns`; the
-    :data:`CAM_COLUMNS` are optional (present with ``explain=true``). Params: ``explain: bool =
+    :data:`CAM_COLUMNS` are optional (present with ``explain=true``); the
+    :data:`OOD_COLUMNS` (``ood`` a boolean) are there when the model has a detector. Params: ``explain: bool =
     False``, ``target: str = ""`` (class / attribute name, ``-`` prefix for a negative target;
     empty = predicted), ``method: str = "gradcam"`` (a key of ``cams.METHODS``).
     """
     outputs = []
     for name in output_columns(meta, explain=True):
         kind = DataType.string if name in _STRING_COLUMNS else DataType.double
+        if name == "ood":
+            kind = DataType.boolean
         outputs.append(ColSpec(kind, name, required=name not in CAM_COLUMNS))
     params = ParamSchema(
         [

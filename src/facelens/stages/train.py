@@ -15,7 +15,6 @@ from facelens.config import Params
 from facelens.data.manifest import data_version, read_manifest
 from facelens.data.split_csv import load_splits
 from facelens.device import DevicePolicy, device_tags
-from facelens.models.export import export_model
 from facelens.serving.log_model import log_pyfunc_model
 from facelens.serving.schema import model_signature
 from facelens.tracking.runs import (
@@ -26,6 +25,7 @@ from facelens.tracking.runs import (
     tracked_run,
 )
 from facelens.training.history import History
+from facelens.training.ood import export_with_ood
 from facelens.training.pretrain import backbone_fingerprint, check_backbone_pool
 from facelens.training.recipe import Recipe, make_recipe, train_model
 
@@ -127,7 +127,7 @@ def run(
             policy=policy,
         )
         _log_history(trained.history, trained.meta.weights_source)
-        export_model(trained.model, trained.meta, model_dir)
+        trained = export_with_ood(trained, train_rows, val_rows, prepared_dir, model_dir)
         info = log_pyfunc_model(
             model_dir,
             name="model",
