@@ -6,7 +6,10 @@ port and drives Debian's headless chromium over the DevTools protocol (a minimal
 websocket client; no browser download, no extra package): open the run's artifacts page,
 expand ``explain/`` and ``manifold/``, open the Grad-CAM grid and a manifold plot, check that
 the preview images decoded, and save screenshots (to ``$FACELENS_E2E_ARTIFACTS`` when set,
-else the test's tmp dir; the paths are printed).
+else the test's tmp dir; the paths are printed). With the same UI: two runs that logged images
+under the same keys show them side by side in the experiment's chart view, and a
+``facelens compare`` report of the two runs renders its thumbnails offline and links each to
+the full-size figure that UI serves.
 
 Skipped only when chromium is missing and ``CI`` is unset; in CI it must run (``.ci/run``
 installs chromium).
@@ -15,6 +18,7 @@ installs chromium).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
@@ -244,10 +248,24 @@ def tracked_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
         metrics_path=reports / "manifold/metrics.json",
         reference_dir=tmp_path / "cache/manifold_reference",
     )
+    # A second train run of the same model: its explain stage logs images under the same keys.
+    with tracked_run("train expression") as run2:
+        mlflow.log_metric("best_val_metric", 0.6)
+    explain_stage(
+        params,
+        prepared,
+        splits,
+        tmp_path / "model",
+        run2.info.run_id,
+        figures_dir=tmp_path / "reports2/explain/figures",
+        maps_dir=tmp_path / "reports2/explain/maps",
+        metrics_path=tmp_path / "reports2/explain/faithfulness.json",
+    )
     return {
         "uri": f"sqlite:///{db}",
         "experiment_id": run.info.experiment_id,
         "run_id": run.info.run_id,
+        "run_id_2": run2.info.run_id,
         "reports": str(reports),
     }
 
@@ -370,7 +388,7 @@ def _previewed_image(cdp: _Cdp, path: str) -> dict[str, Any]:
     return cdp.wait_for(expr, f"the preview of {path}")
 
 
-def test_run_artifacts_page_shows_gradcam_grid_and_manifold_plot(
+def test_run_artifacts_page_chart_view_and_compare_report(
     browser: _Cdp, tracked_artifacts: dict[str, str], mlflow_server: str, tmp_path: Path
 ) -> None:
     # ``browser`` first: without chromium (and CI unset) the test skips before any setup.
@@ -419,8 +437,87 @@ def test_run_artifacts_page_shows_gradcam_grid_and_manifold_plot(
     )
     assert {"faithfulness.json", "manifold.html", "metrics.json"} <= set(tree)
 
+    # One UI start: the second run's images beside the first's, then the compare report.
+    _two_runs_side_by_side(browser, tracked_artifacts, mlflow_server, out, tmp_path)
+
     for path in (landing, shot, shot2):
         with Image.open(path) as img:
             assert img.size == WINDOW
             colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
             assert colours is None or len(colours) > 50  # a rendered page, not a blank one
+
+
+def _chart_view_images(cdp: _Cdp, mlflow_server: str, exp: str) -> dict[str, set[str]]:
+    """Open the experiment's chart view; image key -> run ids whose image decoded there."""
+    from urllib.parse import parse_qs
+
+    cdp.call("Page.navigate", url=f"{mlflow_server}/#/experiments/{exp}?{_TRAINING_VIEW}")
+    switch = json.dumps('input[name="runs-view-mode"][value="CHART"]')
+    cdp.wait_for(f"!!document.querySelector({switch})", "the runs table's chart-view switch")
+    cdp.js(f"document.querySelector({switch}).click()")
+    srcs = cdp.wait_for(
+        """(() => {
+            const imgs = Array.from(document.querySelectorAll('img')).filter(i =>
+                i.src.includes('/get-artifact?') && i.src.includes('cam~')
+                && i.complete && i.naturalWidth > 0);
+            return imgs.length >= 2 ? imgs.map(i => i.src) : null;
+        })()""",
+        "decoded image cards in the chart view",
+    )
+    keys: dict[str, set[str]] = {}
+    for src in srcs:
+        query = parse_qs(urlparse(src).query)
+        key = query["path"][0].removeprefix("images/").split("+step+")[0].replace("~", "/")
+        keys.setdefault(key, set()).add(query["run_uuid"][0])
+    return keys
+
+
+def _compare_report_renders(
+    cdp: _Cdp, tracked: dict[str, str], mlflow_server: str, out: Path, tmp: Path
+) -> Path:
+    """``facelens compare`` of the two runs: every thumbnail decodes in the browser and the
+    first one's link serves the full-size figure. Returns the screenshot."""
+    from PIL import Image
+
+    from facelens.tracking.compare.report import compare_runs
+    from facelens.tracking.compare.thumbs import MAX_REPORT_BYTES
+
+    report = compare_runs(
+        [tracked["run_id"], tracked["run_id_2"]],
+        tmp / "compare.html",
+        tracking_uri=tracked["uri"],
+        mlflow_ui=mlflow_server,
+    )
+    assert report.stat().st_size < MAX_REPORT_BYTES
+    cdp.call("Page.navigate", url=report.as_uri())
+    state = cdp.wait_for(
+        """(() => {
+            const imgs = Array.from(document.querySelectorAll('.cell img'));
+            if (!imgs.length || !imgs.every(i => i.complete)) return null;
+            return {n: imgs.length, decoded: imgs.filter(i => i.naturalWidth > 0).length,
+                    href: imgs[0].parentElement.href || null};
+        })()""",
+        "the comparison report's thumbnails",
+    )
+    assert state["n"] >= 4 and state["decoded"] == state["n"], state
+    assert state["href"] and state["href"].startswith(f"{mlflow_server}/get-artifact?")
+    with urllib.request.urlopen(state["href"], timeout=30) as resp:
+        full = resp.read()
+    with Image.open(io.BytesIO(full)) as im:
+        assert im.size[0] > 0  # the UI serves the full-size figure behind the thumbnail
+    return cdp.screenshot(out / "facelens_compare_report.png")
+
+
+def _two_runs_side_by_side(
+    browser: _Cdp, tracked_artifacts: dict[str, str], mlflow_server: str, out: Path, tmp: Path
+) -> None:
+    """The chart view's image cards and the ``facelens compare`` report, for the two runs."""
+    runs = {tracked_artifacts["run_id"], tracked_artifacts["run_id_2"]}
+    keys = _chart_view_images(browser, mlflow_server, tracked_artifacts["experiment_id"])
+    side_by_side = [k for k, ids in keys.items() if ids == runs]
+    assert side_by_side, f"no chart-view card showed both runs' images: {keys}"
+    assert all(k.startswith("cam/gradcam/") for k in side_by_side)
+    shot = browser.screenshot(out / "mlflow_chart_view_two_runs.png")
+    print(f"screenshot: {shot}")
+    shot2 = _compare_report_renders(browser, tracked_artifacts, mlflow_server, out, tmp)
+    print(f"screenshot: {shot2}")

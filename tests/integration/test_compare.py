@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -17,6 +18,7 @@ from facelens.tracking.compare.page import build_report_html
 from facelens.tracking.compare.refs import resolve_run_ref
 from facelens.tracking.compare.report import compare_runs
 from facelens.tracking.compare.snapshot import RunSnapshot
+from facelens.tracking.compare.thumbs import MAX_REPORT_BYTES, THUMB_SIDE
 
 
 def _png(colour: tuple[int, int, int]) -> bytes:
@@ -154,3 +156,51 @@ def test_build_report_html_is_pure_and_escapes() -> None:
     assert re.search(r"<tr class='diff'><td>m</td><td class='num'>0.5</td>", page)
     with pytest.raises(ValueError, match="empty"):
         build_report_html([])
+
+
+def _noise_png(seed: int, size: tuple[int, int]) -> bytes:
+    """Incompressible pixels: the worst case for a report's byte budget."""
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
+        buf, format="PNG"
+    )
+    return buf.getvalue()
+
+
+def test_report_of_two_runs_with_many_large_figures_stays_under_3_mb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment("train", artifact_location=(tmp_path / "art").as_uri())
+    runs, raw = [], 0
+    for i in range(2):
+        rid = client.create_run(exp_id, run_name=f"big-{i}").info.run_id
+        for folder, n in (("explain", 6), ("manifold", 2)):
+            d = tmp_path / "src" / rid / folder
+            d.mkdir(parents=True)
+            for k in range(n):
+                data = _noise_png(100 * i + k, (900, 700))
+                raw += len(data)
+                (d / f"fig_{k}.png").write_bytes(data)
+            client.log_artifacts(rid, str(d), artifact_path=folder)
+        client.set_terminated(rid)
+        runs.append(rid)
+    assert raw > 4 * MAX_REPORT_BYTES  # embedding every figure as is would not fit
+    out = tmp_path / "big.html"
+    compare_runs(runs, out, tracking_uri=uri, mlflow_ui="http://127.0.0.1:5000/")
+    page = out.read_text()
+    assert out.stat().st_size < MAX_REPORT_BYTES
+    uris = re.findall(r"src='data:(image/[a-z]+);base64,([^']+)'", page)
+    assert len(uris) == 16  # every figure of both runs, as a thumbnail
+    for mime, b64 in uris:
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+            assert mime == "image/jpeg" and 48 <= max(im.size) <= THUMB_SIDE
+    # The full-size figures stay in the runs: named, and linked to the UI's artifact route.
+    assert f"runs:/{runs[1]}/explain/fig_5.png</code> (900x700, thumbnail)" in page
+    assert (
+        f"href='http://127.0.0.1:5000/get-artifact?path=explain%2Ffig_0.png&amp;run_uuid={runs[0]}'"
+        in page
+    )

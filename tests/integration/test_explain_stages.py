@@ -357,7 +357,14 @@ def test_explain_attributes_task_uses_signed_attribute_targets(tiny: Tiny) -> No
     arrays = result.arrays["cams_gradcam.npz"]
     assert arrays["targets"].tolist() == ["trustworthy +", "trustworthy -", "happy +", "happy -"]
     assert arrays["cams"].shape == (4, 3, SIZE, SIZE)
-    assert "localization" not in result.summary
+    # Localization of the primary attribute against the regions that drive it in SynthFACS.
+    loc = result.summary["localization"]["gradcam"]
+    assert loc["attribute"] == "trustworthy" and loc["regions"] == ["eyes", "mouth"]
+    assert loc["n_images"] == 3 and isinstance(loc["passed"], bool)
+    assert loc["passed"] == (loc["mean_lift_in_face"] > 1.0)
+    row = result.summary["methods"]["gradcam"]
+    assert row["localization_passed"] == loc["passed"]
+    assert row["localization_lift_in_face"] == loc["mean_lift_in_face"]
     assert result.summary["meta"]["target"] == arrays["targets"].tolist()
     assert {"cam_grid_gradcam.png", "sanity_gradcam.png"} <= set(result.figures)
     assert sum(name.startswith("method_grid_") for name in result.figures) == 3

@@ -183,11 +183,13 @@ def test_sanity_flags_weight_independent_cam(images: torch.Tensor) -> None:
     flagged = sanity_check(trained, random)
     assert flagged["spearman_mean"] == pytest.approx(1.0)
     assert flagged["insensitive"] and not flagged["passed"]
-    # Grad-CAM on the last conv block depends on the weights it explains.
+    # Grad-CAM on the last conv block depends on the weights it explains. This toy net is
+    # untrained, so its maps and its randomized copy's share more image structure than a
+    # trained VGG's (benchmarks/sanity_threshold.py): it is checked against 0.5, not 0.3.
     trained = compute_cam_batch(model, model[6], images, targets, "gradcam")
     random = compute_cam_batch(randomized, randomized[6], images, targets, "gradcam")
     for a, b in ((trained.cams, random.cams), (trained.raw, random.raw)):
-        report = sanity_check(a, b)
+        report = sanity_check(a, b, threshold=0.5)
         assert report["spearman_mean"] < 0.5
         assert report["passed"] and not report["insensitive"]
         assert report["n_images"] == 6 and len(report["spearman_per_image"]) == 6

@@ -28,8 +28,19 @@ def compare(
     embed_interactive: Annotated[
         bool, typer.Option("--embed-interactive", help="Embed the interactive manifold pages.")
     ] = False,
+    mlflow_ui: Annotated[
+        str,
+        typer.Option(
+            "--mlflow-ui",
+            help="Base URL of an MLflow UI serving the runs (e.g. http://127.0.0.1:5000); "
+            "each thumbnail links to its full-size figure there.",
+        ),
+    ] = "",
 ) -> None:
     """Compare runs side by side: params, metrics, Grad-CAM grids, manifolds, faithfulness.
+
+    Figures are embedded as thumbnails so the report stays under 3 MB (without
+    --embed-interactive); the full-size ones stay in the runs.
 
     Examples:
 
@@ -41,6 +52,10 @@ def compare(
 
     if out_html.suffix.lower() not in (".html", ".htm") or out_html.is_dir():
         raise typer.BadParameter(f"got {out_html}; --out must be an .html file", param_hint="--out")
+    if mlflow_ui and not mlflow_ui.startswith(("http://", "https://")):
+        raise typer.BadParameter(
+            f"got {mlflow_ui!r}; --mlflow-ui must be an http(s):// URL", param_hint="--mlflow-ui"
+        )
     uri = tracking_uri()
     try:
         with err.status(f"comparing {len(refs)} run(s)"):
@@ -50,6 +65,7 @@ def compare(
                 tracking_uri=uri,
                 log_to_run=log,
                 embed_interactive=embed_interactive,
+                mlflow_ui=mlflow_ui,
             )
     except (FaceLensError, OSError) as exc:
         fail(str(exc).splitlines()[0])

@@ -64,7 +64,7 @@ class ExplainParams(_Closed):
         min_length=1,
         description="Sanity check: layers re-initialised; auto = head + the target block and up.",
     )
-    sanity_threshold: float = Field(0.5, ge=-1.0, le=1.0)
+    sanity_threshold: float = Field(0.3, ge=-1.0, le=1.0)
     removal_fractions: tuple[float, ...] = Field(
         (0.2, 0.5, 0.8), min_length=1, description="ROAD: fractions of pixels removed."
     )

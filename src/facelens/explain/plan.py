@@ -131,7 +131,8 @@ def attribute_plan(
         n_compare=min(4, n),
         captions=captions,
         notes=[
-            f"attributes task: sanity and deletion use the target {primary!r}; localization "
-            "is defined for expression classes only."
+            f"attributes task: sanity, deletion and localization use the target {primary!r}; "
+            "localization scores its energy in the face regions that drive the attribute in "
+            "SynthFACS (explain.faithfulness.attribute_regions; passed: lift in face > 1)."
         ],
     )

@@ -26,6 +26,7 @@ from facelens.errors import DataError
 from facelens.explain.cams.methods import method_slug
 from facelens.explain.cams.probes import probe_set
 from facelens.explain.chart_images import chart_images
+from facelens.explain.faithfulness.attribute_regions import attribute_localization
 from facelens.explain.faithfulness.deletion import deletion_report
 from facelens.explain.faithfulness.localization import localization_report
 from facelens.explain.faithfulness.sanity import randomized_copy, sanity_check
@@ -266,6 +267,11 @@ class _Checks:
             self.localization[method] = localization_report(
                 maps.primary, masks[maps.idx], plan.explained_class[maps.idx], class_names=names
             )
+        elif masks is not None:  # attributes: the primary attribute's driving regions
+            attribute = next(iter(plan.targets)).split(" ")[0]
+            self.localization[method] = attribute_localization(
+                maps.primary, masks[maps.idx], attribute
+            )
 
 
 def _meta_doc(
@@ -291,7 +297,11 @@ def _meta_doc(
         "probe_ids": list(probes.ids),
         "randomized_layers": random_names,
         "sanity_maps": "raw (unclipped, unnormalised) layer maps",
-        "localization_class": "explained class" if plan.explained_class is not None else None,
+        "localization_class": (
+            "explained class"
+            if plan.explained_class is not None
+            else f"driving regions of {next(iter(plan.targets)).split(' ')[0]!r}"
+        ),
         "seed": params.seed,
         "notes": notes,
     }
@@ -308,6 +318,7 @@ def method_table(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             m: {
                 "localization_lift": loc.get(m, {}).get("mean_lift"),
                 "localization_lift_in_face": loc.get(m, {}).get("mean_lift_in_face"),
+                **({"localization_passed": loc[m]["passed"]} if "passed" in loc.get(m, {}) else {}),
                 "sanity_spearman": san.get(m, {}).get("spearman_mean"),
                 "sanity_passed": san.get(m, {}).get("passed"),
                 "road_combined": dele.get(m, {}).get("road_combined"),

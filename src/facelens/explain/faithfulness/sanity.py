@@ -31,7 +31,7 @@ __all__ = [
 
 #: Mean Spearman correlation (trained vs randomised maps) above which a method is flagged as
 #: insensitive to the model's weights.
-DEFAULT_SANITY_THRESHOLD: float = 0.5
+DEFAULT_SANITY_THRESHOLD: float = 0.3
 
 
 def _param_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -22,8 +22,10 @@ def compare_runs(
     log_to_run: bool = False,
     experiment_name: str = "facelens-compare",
     embed_interactive: bool = False,
+    mlflow_ui: str = "",
 ) -> Path:
-    """Write one self-contained HTML report comparing MLflow runs.
+    """Write one self-contained HTML report (under 3 MB without ``embed_interactive``)
+    comparing MLflow runs.
 
     Args:
         run_refs: Run references (see :func:`~facelens.tracking.compare.refs.resolve_run_ref`), one report column each.
@@ -33,6 +35,8 @@ def compare_runs(
             compared run ids (``facelens.compared_runs``) and refs (``facelens.compared_refs``).
         experiment_name: Experiment of the comparison run.
         embed_interactive: Embed the interactive manifold pages too (large).
+        mlflow_ui: Base URL of an MLflow UI serving the runs; thumbnails link to the full-size
+            artifacts there.
 
     Returns:
         ``out_html``.
@@ -47,7 +51,10 @@ def compare_runs(
     runs = [fetch_run(ref, client=client) for ref in run_refs]
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_report_html(runs, embed_interactive=embed_interactive), encoding="utf-8")
+    out.write_text(
+        build_report_html(runs, embed_interactive=embed_interactive, mlflow_ui=mlflow_ui),
+        encoding="utf-8",
+    )
     if log_to_run:
         _log_comparison(client, runs, out, experiment_name, tracking_uri)
     return out

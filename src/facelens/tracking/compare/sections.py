@@ -9,13 +9,16 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from facelens.tracking.compare.snapshot import IMAGE_SUFFIXES, RunSnapshot
+from facelens.tracking.compare.thumbs import thumbnail
 
 __all__ = [
     "diff_table",
     "esc",
     "faithfulness_section",
+    "image_names",
     "image_rows",
     "interactive_section",
 ]
@@ -85,31 +88,56 @@ def diff_table(
     return f"<table><tr>{head}</tr>{''.join(body)}</table>", n_diff
 
 
-def _data_uri(path: str, data: bytes) -> str:
-    mime = IMAGE_SUFFIXES[Path(path).suffix.lower()]
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def image_rows(runs: Sequence[RunSnapshot], folder: str) -> str:
-    """One row per image name found under ``folder`` in any run, one cell per run."""
+def image_names(runs: Sequence[RunSnapshot], folder: str) -> list[str]:
+    """Image names (relative to ``folder``) found under ``folder`` in any run, sorted."""
     names: set[str] = set()
     for r in runs:
         for p in r.artifacts:
             if p.startswith(folder + "/") and Path(p).suffix.lower() in IMAGE_SUFFIXES:
                 names.add(p[len(folder) + 1 :])
+    return sorted(names)
+
+
+def _image_cell(r: RunSnapshot, path: str, data: bytes, budget: int, mlflow_ui: str) -> str:
+    name = Path(path).name
+    try:
+        th = thumbnail(data, IMAGE_SUFFIXES[Path(path).suffix.lower()], budget)
+    except ValueError as exc:
+        return f"<p class='note'>{esc(path)}: {esc(exc)}</p>"
+    uri = f"data:{th.mime};base64,{base64.b64encode(th.data).decode('ascii')}"
+    img = f"<img alt='{esc(name)}' src='{uri}'>"
+    where = f"runs:/{r.run_id}/{path}"
+    if mlflow_ui:
+        query = urlencode({"path": path, "run_uuid": r.run_id})
+        img = f"<a href='{esc(mlflow_ui.rstrip('/'))}/get-artifact?{esc(query)}'>{img}</a>"
+    size = f"{th.width}x{th.height}" + (", thumbnail" if th.shrunk else "")
+    return f"{img}<div class='src'><code>{esc(where)}</code> ({size})</div>"
+
+
+def image_rows(
+    runs: Sequence[RunSnapshot], folder: str, *, budget: int, mlflow_ui: str = ""
+) -> str:
+    """One row per image name found under ``folder`` in any run, one cell per run.
+
+    Each image is embedded as a thumbnail of at most ``budget`` bytes (see
+    :func:`~facelens.tracking.compare.thumbs.thumbnail`), named by its ``runs:/`` URI and,
+    with ``mlflow_ui`` (the UI's base URL), linked to the full-size artifact there.
+    """
+    names = image_names(runs, folder)
     if not names:
         return f"<p class='note'>No images under <code>{esc(folder)}/</code> in these runs.</p>"
     parts: list[str] = []
-    for name in sorted(names):
+    for name in names:
         cells = []
         for r in runs:
-            data = r.artifacts.get(f"{folder}/{name}")
+            path = f"{folder}/{name}"
+            data = r.artifacts.get(path)
             cap = f"<div class='cap'>{esc(r.label)}</div>"
             if data is None:
                 cells.append(f"<div class='cell'>{cap}<p class='note'>missing</p></div>")
             else:
-                img = f"<img alt='{esc(name)}' src='{_data_uri(name, data)}'>"
-                cells.append(f"<div class='cell'>{cap}{img}</div>")
+                body = _image_cell(r, path, data, budget, mlflow_ui)
+                cells.append(f"<div class='cell'>{cap}{body}</div>")
         parts.append(f"<h3>{esc(name)}</h3><div class='row'>{''.join(cells)}</div>")
     return "".join(parts)
 
