@@ -1,9 +1,10 @@
 """The real ``mlflow models serve`` process serving a registered facelens model.
 
-A tiny random VGG16 is exported, logged with ``log_pyfunc_model``, registered and aliased
-``champion`` in a private sqlite store; then ``mlflow models serve -m
-models:/facelens-expression@champion --env-manager local`` is started as a subprocess and
-exercised over HTTP with valid and hostile payloads.
+A tiny random VGG16 is exported with an out-of-distribution detector (fitted on its features
+of SynthFACS faces; the detector of a *trained* model is ``test_ood_stage.py``'s subject),
+logged with ``log_pyfunc_model``, registered and aliased ``champion`` in a private sqlite
+store; then ``mlflow models serve -m models:/facelens-expression@champion --env-manager
+local`` is started as a subprocess and exercised over HTTP with valid and hostile payloads.
 """
 
 from __future__ import annotations
@@ -41,6 +42,35 @@ class Server:
     url: str
     log: Path
     pid: int
+    faces: list[np.ndarray]  # SynthFACS faces the detector was not fitted on
+
+
+def _export_with_detector(root: Path, export: Callable[[Path], Path]) -> list[np.ndarray]:
+    """Export the tiny model and attach a detector fitted on its features of 60% of 12
+    SynthFACS people's faces, calibrated on the next 25%; return the rest's faces."""
+    import torch
+
+    from facelens.data.synthfacs.generate import generate
+    from facelens.data.synthfacs.params import SynthParams
+    from facelens.models.export import attach_ood, load_exported
+    from facelens.models.ood import fit_ood
+
+    model_dir = export(root)
+    model, meta = load_exported(model_dir)
+    model.eval()
+    samples = generate(SynthParams(n_identities=12, seed=0), image_size=32).samples
+    images = [s.image for s in samples]
+    labels = np.array([s.label for s in samples])
+
+    def features(imgs: list[np.ndarray]) -> np.ndarray:
+        x = meta.eval_transform()(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2))
+        with torch.inference_mode():
+            return model.embed(x).float().numpy().astype(np.float64)
+
+    fit, cal = int(len(images) * 0.6), int(len(images) * 0.85)
+    detector = fit_ood(features(images[:fit]), labels[:fit], features(images[fit:cal]))
+    attach_ood(model_dir, meta, detector)
+    return images[cal:]
 
 
 def _free_port() -> int:
@@ -49,7 +79,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _register_champion(root: Path, uri: str, export: Callable[[Path], Path]) -> None:
+def _register_champion(root: Path, uri: str, export: Callable[[Path], Path]) -> list[np.ndarray]:
     from mlflow import MlflowClient
 
     from facelens.serving.log_model import log_pyfunc_model
@@ -59,10 +89,12 @@ def _register_champion(root: Path, uri: str, export: Callable[[Path], Path]) -> 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         configure(None, "e2e-serving", artifact_location=str(root / "artifacts"))
+        faces = _export_with_detector(root, export)
         with tracked_run("train"):
-            info = log_pyfunc_model(export(root))
+            info = log_pyfunc_model(root / "exported")
         version = register(info.model_uri, NAME)
         MlflowClient(tracking_uri=uri).set_registered_model_alias(NAME, "champion", version.version)
+    return faces
 
 
 def _get(url: str, timeout: float = 5.0) -> int:
@@ -91,7 +123,7 @@ def server(
 ) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("served")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    _register_champion(root, uri, export_tiny_model)
+    faces = _register_champion(root, uri, export_tiny_model)
     port = _free_port()
     bin_dir = str(Path(sys.executable).parent)  # uvicorn and mlflow live beside the interpreter
     env = {
@@ -132,7 +164,7 @@ def server(
             if time.monotonic() > deadline:
                 pytest.fail(f"no /ping after {_START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield Server(url=url, log=log, pid=proc.pid)
+        yield Server(url=url, log=log, pid=proc.pid, faces=faces)
     finally:
         # The CLI starts uvicorn as a child: end the whole session group we created.
         try:
@@ -265,24 +297,76 @@ def test_bad_params_get_a_400_naming_the_param_and_what_is_allowed(server):
     assert _get(f"{server.url}/ping") == 200
 
 
-def test_too_many_rows_are_answered_per_row(server):
+def _refused(status: int, text: str, code: str, *names: str) -> dict:
+    assert status == 400, text[:500]
+    body = json.loads(text)
+    assert set(body) == {"error_code", "error", "message"}, body
+    assert (body["error_code"], body["error"]) == ("INVALID_PARAMETER_VALUE", code), body
+    assert "\n" not in body["message"] and "Traceback" not in text
+    assert all(name in body["message"] for name in names), (names, body["message"])
+    return body
+
+
+def test_too_many_rows_get_a_400_naming_the_limit(server):
     good = _png(_face(41, 16, 16))
     status, text = _post(server, _split(*[good] * 65))
-    assert status == 200
-    rows = json.loads(text)["predictions"]
-    assert len(rows) == 65 and {r["error"] for r in rows} == {"batch_too_large"}
+    _refused(status, text, "batch_too_large", "65 rows", "at most 64", "max_rows")
+    assert good[:16] not in text
+    status, text = _post(server, _split(*[good] * 5, explain=True, method="scorecam"))
+    _refused(status, text, "batch_too_large", "max_scorecam_rows")
+    status, text = _post(server, _split(*[good] * 64))
+    assert status == 200 and {r["error"] for r in json.loads(text)["predictions"]} == {""}
     assert _get(f"{server.url}/ping") == 200
 
 
-def test_malformed_requests_are_refused_and_the_server_stays_up(server):
-    # Request-shape errors never reach the model: MLflow answers 400 itself.
-    for body in (b"{not json", _split("abc", explain="perhaps")):
+def test_wrong_json_types_get_a_400_naming_the_field_and_the_server_stays_up(server):
+    good = _png(_face(42, 16, 16))
+    records = [{"image": good}]
+    secret = {"explain": "secret-x"}
+    cases = [
+        ({"inputs": "secret-x"}, "invalid_input", ["'inputs'", "JSON string", "'image'"]),
+        ({"dataframe_records": "secret-x"}, "invalid_input", ["'dataframe_records'"]),
+        ({"dataframe_records": [{"img": good}]}, "invalid_input", ["'img'", "'image'"]),
+        ({"dataframe_records": []}, "invalid_input", ["no column", "'image'"]),
+        ({"dataframe_records": [{"image": good, "x": 1}]}, "unknown_column", ["'x'", "'image'"]),
+        ({"dataframe_records": records, "inputs": [good]}, "invalid_input", ["'inputs'"]),
+        (["secret-x"], "invalid_input", ["JSON array", "dataframe_records"]),
+        (b"{secret-x not json", "invalid_json", ["not valid JSON", "dataframe_records"]),
+        (b"\xff\xfe{", "invalid_json", ["not valid JSON"]),
+        ({"dataframe_records": records, "params": ["x"]}, "invalid_param", ["'params'"]),
+        ({"dataframe_records": records, "params": secret}, "invalid_param", ["'explain'"]),
+        ({"dataframe_records": records, "params": {"target": 5}}, "invalid_param", ["'target'"]),
+    ]
+    for body, code, names in cases:
         status, text = _post(server, body)
-        assert status == 400
-        assert "Traceback" not in text
+        _refused(status, text, code, *names)
+        assert good[:16] not in text and "secret" not in text, text  # nothing echoed
+    # A cell of the wrong type is that row's problem: the other rows are answered.
+    status, text = _post(server, {"dataframe_records": [{"image": 5}, {"image": good}]})
+    assert status == 200, text[:500]
+    rows = json.loads(text)["predictions"]
+    assert [r["error"] for r in rows] == ["invalid_base64", ""]
+    assert "'image'" in rows[0]["message"] and "base64 string" in rows[0]["message"]
     assert _get(f"{server.url}/ping") == 200
-    status, text = _post(server, _split(_png(_face(50))))
-    assert status == 200 and json.loads(text)["predictions"][0]["error"] == ""
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_served_rows_carry_ood_columns_and_noise_is_flagged(server):
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    check = ((np.indices((32, 32)).sum(0) // 4) % 2 * 255).astype(np.uint8)
+    noise.append(np.repeat(check[..., None], 3, -1))
+    values = [*(_png(f) for f in server.faces), *(_png(n) for n in noise), "bad!"]
+    status, text = _post(server, _split(*values))
+    assert status == 200, text[:500]
+    rows = json.loads(text)["predictions"]
+    assert len(rows) == len(values) and all({"ood_score", "ood"} <= set(r) for r in rows)
+    faces, rest, bad = rows[: len(server.faces)], rows[len(server.faces) : -1], rows[-1]
+    assert [r["ood"] for r in rest] == [True] * len(noise)
+    assert all(isinstance(r["ood"], bool) and r["error"] == "" for r in faces + rest)
+    assert sum(r["ood"] for r in faces) <= len(faces) // 4  # unseen people, mostly in
+    assert min(r["ood_score"] for r in rest) > np.median([r["ood_score"] for r in faces])
+    assert bad["error"] == "invalid_base64" and bad["ood_score"] is None and bad["ood"] is None
 
 
 def _load_driver():

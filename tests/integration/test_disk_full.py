@@ -204,3 +204,75 @@ def test_a_full_disk_while_writing_a_report_is_one_line_and_the_rerun_completes(
     assert run_stage(lambda: main(argv)) == 0
     assert json.loads((out / report).read_text())
     assert MlflowClient().get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_full_mlflow_database_is_one_line_naming_it_and_earlier_runs_are_kept(
+    tiny_data,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    sqlite_store,
+    export_tiny_model,
+) -> None:
+    """mlflow.db cannot grow (SQLite's ``max_page_count`` set to its size on every
+    connection, and each write of the stage preceded by one that needs new pages, so SQLite
+    itself raises "database or disk is full"): ``evaluate``, which logs into the train run,
+    ends with one line naming the file; the train run is intact and the rerun completes
+    once there is room."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    uri = sqlite_store("facelens")
+    db = Path(uri[len("sqlite:///") :])
+    prepared, splits = tiny_data
+    with tracked_run("train expression", tags={"facelens.stage": "train"}) as run:
+        mlflow.log_metric("best_val_metric", 0.5)
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps({"tracking": {"experiment": "facelens"}}))
+    out = tmp_path / "reports"
+    argv = [
+        "--params", str(params_file), "--prepared", str(prepared), "--splits", str(splits),
+        "--model-dir", str(export_tiny_model(tmp_path)), "--run-file", str(run_file),
+        "--metrics", str(out / "metrics.json"), "--plots", str(out / "plots"),
+    ]  # fmt: skip
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE filler (b BLOB)")
+        pages = con.execute("PRAGMA page_count").fetchone()[0]
+
+    def cap(dbapi_connection, *_: object) -> None:
+        dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    def grow(conn, cursor, statement: str, *_: object) -> None:
+        # A write that needs new pages, on the stage's own connection and transaction:
+        # SQLite itself answers SQLITE_FULL, as it does when the disk is full.
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            cursor.execute("INSERT INTO filler VALUES (zeroblob(1000000))")
+
+    listeners = [("connect", cap), ("checkout", cap), ("before_cursor_execute", grow)]
+    for name, fn in listeners:
+        event.listen(Engine, name, fn)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    previous = signal.getsignal(signal.SIGINT)  # run_stage installs its Ctrl-C handler
+    monkeypatch.setattr(signal, "signal", lambda *a: previous)
+    main = _script("evaluate").main
+    capsys.readouterr()
+    try:
+        code = run_stage(lambda: main(argv))
+    finally:
+        for name, fn in listeners:
+            event.remove(Engine, name, fn)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"error: disk full while writing {db.resolve()};"), err[0]
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    kept = MlflowClient().get_run(run.info.run_id)
+    assert kept.info.status == "FINISHED" and kept.data.metrics["best_val_metric"] == 0.5
+
+    assert run_stage(lambda: main(argv)) == 0
+    assert json.loads((out / "metrics.json").read_text())
+    assert MlflowClient().get_run(run.info.run_id).info.status == "FINISHED"

@@ -374,16 +374,27 @@ def test_oversized_encoded_image_is_refused_before_decoding(exported):
     assert "max_image_bytes" in out.loc[0, "message"]
 
 
-def test_batch_limits(expr):
+def test_too_many_rows_refuse_the_request_naming_the_limit(expr, exported):
     tiny = _b64(_enc(_face(42, 16, 16)))
     full = _predict(expr, _frame(*[tiny] * 64))
     assert (full["error"] == "").all()
-    over = _predict(expr, _frame(*[tiny] * 65))
-    assert len(over) == 65 and (over["error"] == "batch_too_large").all()
-    assert "64" in over.loc[0, "message"] and over["p_happy"].isna().all()
-    score = _predict(expr, _frame(*[tiny] * 5), explain=True, method="scorecam")
-    assert (score["error"] == "batch_too_large").all()
-    assert "scorecam" in score.loc[0, "message"]
+    refusal = _refusal(expr, _frame(*[tiny] * 65))
+    assert refusal.code == "batch_too_large"
+    assert "at most 64" in str(refusal) and "max_rows" in str(refusal)
+    refusal = _refusal(expr, _frame(*[tiny] * 5), explain=True, method="scorecam")
+    assert refusal.code == "batch_too_large"
+    assert "scorecam" in str(refusal) and "max_scorecam_rows" in str(refusal)
+    few = _served(exported["expression"][0], max_rows=2)
+    assert _refusal(few, _frame(tiny, tiny, tiny)).code == "batch_too_large"
+    assert list(_predict(few, _frame(tiny, tiny))["error"]) == ["", ""]
+
+
+def test_an_extra_input_column_refuses_the_request(expr):
+    tiny = _b64(_enc(_face(44, 16, 16)))
+    frame = pd.DataFrame({"image": [tiny], "colour": ["red"]})
+    refusal = _refusal(expr, frame)
+    assert refusal.code == "unknown_column"
+    assert "'colour'" in str(refusal) and "'image'" in str(refusal)
 
 
 def test_data_url_and_urlsafe_base64_are_accepted(expr):

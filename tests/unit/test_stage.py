@@ -120,3 +120,30 @@ def test_other_os_errors_keep_their_traceback(monkeypatch, capsys) -> None:
     with pytest.raises(OSError, match="Input/output"):
         run_stage(main)
     assert capsys.readouterr().err == ""
+
+
+def test_a_full_sqlite_database_anywhere_in_the_chain_is_one_line_naming_it(tmp_path):
+    import sqlite3
+
+    from facelens.stages.common import database_full_line
+
+    db = tmp_path / "optuna.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (b BLOB)")
+    con.execute("PRAGMA max_page_count = 2")
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        con.execute("INSERT INTO t VALUES (zeroblob(100000))")  # SQLite's own SQLITE_FULL
+    con.close()
+    full = caught.value
+    try:
+        try:
+            raise RuntimeError("wrapped by a library") from full
+        except RuntimeError:
+            raise ValueError("and again") from None  # context only
+    except ValueError as outer:
+        assert database_full_line(outer).startswith("disk full while writing an SQLite database;")
+        full.facelens_database = str(db)  # what the SQLAlchemy listener records
+        line = database_full_line(outer)
+    assert line.startswith(f"disk full while writing {db};") and "\n" not in line
+    assert database_full_line(sqlite3.OperationalError("no such table: t")) is None
+    assert database_full_line(RuntimeError("database or disk is full")) is None

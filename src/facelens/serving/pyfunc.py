@@ -30,20 +30,23 @@ Response, one row per input row, in input order:
 - always: ``error`` (``""`` when ok, else a code of :data:`facelens.serving.schema.ROW_CODES`) and ``message``
   (``""`` when ok; it names the row, never echoes input bytes and never holds a traceback).
 
-A bad param refuses the whole request: :class:`facelens.serving.refusals.RequestRefused`
+A request-level fault refuses the whole request: :class:`facelens.serving.refusals.RequestRefused`
 (HTTP 400 from ``mlflow models serve``, body ``{"error_code": "INVALID_PARAMETER_VALUE",
-"error": <code>, "message": ...}``), whether or not ``explain`` is set: ``unknown_param`` (a
-param other than ``explain``/``target``/``method``), ``invalid_param`` (``explain`` not a
-boolean), ``unknown_method`` and ``unknown_target``; the message names the param and lists what
-is allowed. Every other problem is answered per row, in a 200:
+"error": <code>, "message": ...}``; the message names the param, column or limit and what is
+allowed, and never repeats the request): ``unknown_param`` (a param other than
+``explain``/``target``/``method``), ``invalid_param`` (``explain`` not a boolean),
+``unknown_method`` and ``unknown_target`` (whether or not ``explain`` is set),
+``unknown_column`` (an input column other than ``image``) and ``batch_too_large`` (more than
+``max_rows`` rows, default 64, or more than ``max_scorecam_rows``, default 4, with
+``method=scorecam``: split the request). Requests MLflow cannot read (invalid JSON, no
+``image`` column, a param of the wrong JSON type) are refused the same way by
+:mod:`facelens.serving.http_guard`. Every other problem is answered per row, in a 200:
 
-- a row's own problem: ``missing_image``, ``invalid_base64`` or a
-  :data:`facelens.data.images.CODES` code (``empty``, ``unsupported_format``, ``too_large``
-  -- also for a base64 text longer than ``max_image_bytes`` allows, checked before decoding --,
-  ``truncated``, ``unreadable``, ``too_small``, ``multi_frame``); the other rows are answered;
-- too many rows, given to *every* row with all values null: ``batch_too_large`` (more than
-  ``max_rows`` rows, default 64, or more than ``max_scorecam_rows``, default 4, with
-  ``method=scorecam``: split the request);
+- a row's own problem: ``missing_image``, ``invalid_base64`` (also a cell that is not a
+  string) or a :data:`facelens.data.images.CODES` code (``empty``, ``unsupported_format``,
+  ``too_large`` -- also for a base64 text longer than ``max_image_bytes`` allows, checked
+  before decoding --, ``truncated``, ``unreadable``, ``too_small``, ``multi_frame``); the
+  other rows are answered;
 - ``explain_failed``: the prediction is returned, the CAM could not be computed.
 
 Numbers of failed rows are ``None`` rather than NaN so the JSON of ``mlflow models serve``
@@ -69,17 +72,19 @@ from facelens.models.export import load_exported
 from facelens.models.layers import resolve_cam_layer
 from facelens.models.ood import OodDetector, load_ood
 from facelens.serving.explain_rows import explain_rows
-from facelens.serving.refusals import dropped_params
+from facelens.serving.http_guard import extra_columns
+from facelens.serving.http_guard import install as install_http_guard
+from facelens.serving.refusals import RequestRefused, dropped_params
 from facelens.serving.refusals import install as install_param_guard
 from facelens.serving.requests import (
     Decoded,
     Options,
     RowError,
+    check_rows,
     decode_row,
     parse_options,
-    request_problem,
 )
-from facelens.serving.responses import json_safe, record, row_records, to_outputs
+from facelens.serving.responses import json_safe, row_records, to_outputs
 from facelens.serving.schema import IMAGE_COLUMN, output_columns
 
 __all__ = [
@@ -94,7 +99,7 @@ __all__ = [
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MIN_SIZE = 16
-#: Rows per request; a larger request gets ``batch_too_large`` on every row.
+#: Rows per request; a larger request is refused (``batch_too_large``, HTTP 400).
 DEFAULT_MAX_ROWS = 64
 #: Rows per request with ``method=scorecam`` (about 512 forward passes per image).
 DEFAULT_MAX_SCORECAM_ROWS = 4
@@ -153,6 +158,7 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
         self._lock = threading.Lock()
         self._transform = meta.eval_transform()
         install_param_guard()
+        install_http_guard()
 
     def predict(
         self,
@@ -185,20 +191,22 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
                 f"the input needs a column {IMAGE_COLUMN!r} of base64 images; "
                 f"got columns {list(frame.columns)}"
             )
+        extra = [str(c) for c in frame.columns if c != IMAGE_COLUMN] or extra_columns()
+        if extra:
+            names = ", ".join(repr(name[:40]) for name in extra[:5])
+            raise RequestRefused(
+                "unknown_column",
+                f"unknown input column{'s' if len(extra) > 1 else ''} {names}; the only input "
+                f"column is {IMAGE_COLUMN!r} (base64 images)",
+            )
         options = parse_options(params or {}, self._meta, dropped_params(model_input))
         values = frame[IMAGE_COLUMN].tolist()
         explain = options.explain
         columns = output_columns(self._meta, explain=explain)
-        problem = request_problem(
-            options,
-            len(values),
-            max_rows=self._max_rows,
-            max_scorecam_rows=self._max_scorecam_rows,
+        check_rows(
+            options, len(values), max_rows=self._max_rows, max_scorecam_rows=self._max_scorecam_rows
         )
-        if problem is not None:
-            records = [record(self._meta, None, problem, explain) for _ in values]
-        else:
-            records = self._answer(values, options, explain)
+        records = self._answer(values, options, explain)
         return json_safe(pd.DataFrame.from_records(records, columns=columns))
 
     def _answer(self, values: list[Any], options: Options, explain: bool) -> list[dict[str, Any]]:

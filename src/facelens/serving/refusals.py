@@ -41,7 +41,16 @@ __all__ = ["PARAM_NAMES", "REFUSAL_CODES", "RequestRefused", "dropped_params", "
 PARAM_NAMES: tuple[str, ...] = ("explain", "target", "method")
 #: The ``error`` of a refused request.
 REFUSAL_CODES: frozenset[str] = frozenset(
-    {"unknown_param", "invalid_param", "unknown_method", "unknown_target"}
+    {
+        "unknown_param",
+        "invalid_param",
+        "unknown_method",
+        "unknown_target",
+        "batch_too_large",
+        "unknown_column",
+        "invalid_input",
+        "invalid_json",
+    }
 )
 
 _MLFLOW_LOGGER = "mlflow.models.utils"

@@ -1,6 +1,6 @@
 """Reading a request to the served model: the ``explain`` / ``target`` / ``method`` params
-(a bad one refuses the whole request: :class:`~facelens.serving.refusals.RequestRefused`, HTTP
-400), the request-level row limits and each row's base64 image (a problem there becomes a
+and the request-level row limits (a bad one refuses the whole request:
+:class:`~facelens.serving.refusals.RequestRefused`, HTTP 400), and each row's base64 image (a problem there becomes a
 :class:`RowError`: an ``error`` code and a ``message`` naming the row, never an exception)."""
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ __all__ = [
     "RowError",
     "as_bool",
     "b64_bytes",
+    "check_rows",
     "decode_row",
     "parse_options",
-    "request_problem",
     "resolve_target",
 ]
 
@@ -183,24 +183,25 @@ def resolve_target(text: str, meta: ModelMeta) -> tuple[int, int] | None:
     return lookup[key], sign
 
 
-def request_problem(
-    options: Options, n_rows: int, *, max_rows: int, max_scorecam_rows: int
-) -> RowError | None:
-    """The error every row gets (too many rows), or None."""
+def check_rows(options: Options, n_rows: int, *, max_rows: int, max_scorecam_rows: int) -> None:
+    """Refuse a request with too many rows (checked before any image is decoded).
+
+    Raises:
+        RequestRefused: ``batch_too_large`` (HTTP 400), naming the limit.
+    """
     if n_rows > max_rows:
-        return RowError(
+        raise RequestRefused(
             "batch_too_large",
             f"the request has {n_rows} rows; at most {max_rows} are allowed "
             "(max_rows); split it into smaller requests",
         )
     if options.method == "scorecam" and n_rows > max_scorecam_rows:
-        return RowError(
+        raise RequestRefused(
             "batch_too_large",
             f"scorecam needs one forward pass per layer channel per image; at most "
             f"{max_scorecam_rows} rows are allowed with it (max_scorecam_rows), got "
             f"{n_rows}; split the request or use another method",
         )
-    return None
 
 
 def decode_row(

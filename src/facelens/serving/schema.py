@@ -34,7 +34,6 @@ OOD_COLUMNS: tuple[str, ...] = ("ood_score", "ood")
 ROW_CODES: frozenset[str] = CODES | {
     "missing_image",
     "invalid_base64",
-    "batch_too_large",
     "explain_failed",
 }
 

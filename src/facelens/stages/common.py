@@ -8,7 +8,11 @@ is a bug, here or in a library, and keeps its full traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import logging
+import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +25,7 @@ from facelens.errors import FaceLensError, StageError
 
 __all__ = [
     "StageError",
+    "database_full_line",
     "progress_printer",
     "read_json_file",
     "read_run_file",
@@ -40,20 +45,25 @@ def run_stage(main: Callable[[], None]) -> int:
     A write that fails because the disk is full, the quota is exceeded or the file system is
     read-only (``OSError`` ``ENOSPC`` / ``EDQUOT`` / ``EROFS``) is one line naming the file
     (:func:`facelens._io.write_error_line`) and exit code 1: outputs are written atomically,
-    so the earlier ones are intact and a rerun completes once there is room.
+    so the earlier ones are intact and a rerun completes once there is room. A SQLite
+    database (``mlflow.db``, ``optuna.db``) that cannot grow ("database or disk is full",
+    however MLflow, Optuna or SQLAlchemy wrap it) is the same line naming the database file
+    (:func:`database_full_line`): SQLite rolls the failed transaction back, so the runs and
+    trials written before are intact.
 
     Ctrl-C (SIGINT) becomes one line and exit code 130, SIGTERM (schedulers, ``docker
     stop``) the same line and exit code 143: work already saved (finished Optuna trials, epoch
     checkpoints, MLflow runs closed as ``KILLED``) is kept, and ``dvc repro`` resumes from it.
     """
     interrupts.install()
+    _note_full_databases()
     try:
         main()
     except FaceLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        line = write_error_line(exc)
+    except Exception as exc:
+        line = write_error_line(exc) or database_full_line(exc)
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)
@@ -67,6 +77,64 @@ def run_stage(main: Callable[[], None]) -> int:
         )
         return 143 if name == "SIGTERM" else 130
     return 0
+
+
+_DATABASE_ATTR = "facelens_database"
+#: The logger MLflow's SQL store logs database errors to, with their traceback.
+_MLFLOW_STORE_LOGGER = "mlflow.store.db.utils"
+
+
+def _note_full_databases() -> None:
+    """Have SQLAlchemy name the database file on a SQLite "database or disk is full" error
+    (a ``handle_error`` listener on every engine; nothing when SQLAlchemy is not installed)."""
+    try:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+    except ImportError:  # pragma: no cover - SQLAlchemy comes with MLflow and Optuna
+        return
+    if not event.contains(Engine, "handle_error", _name_database):
+        event.listen(Engine, "handle_error", _name_database)
+    store_log = logging.getLogger(_MLFLOW_STORE_LOGGER)
+    if not any(isinstance(f, _QuietFullDatabase) for f in store_log.filters):
+        store_log.addFilter(_QuietFullDatabase())
+
+
+class _QuietFullDatabase(logging.Filter):
+    """Drops MLflow's logged traceback of a full SQLite database: the stage says it in one
+    line (:func:`database_full_line`) when the error reaches it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or database_full_line(exc) is None
+
+
+def _name_database(context: Any) -> None:
+    original = context.original_exception
+    if _is_sqlite_full(original) and context.engine is not None:
+        database = context.engine.url.database
+        if database:
+            setattr(original, _DATABASE_ATTR, str(Path(database).resolve()))
+
+
+def _is_sqlite_full(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code == sqlite3.SQLITE_FULL
+    return isinstance(exc, sqlite3.Error) and "database or disk is full" in str(exc)
+
+
+def database_full_line(exc: BaseException) -> str | None:
+    """One line (like :func:`facelens._io.write_error_line`) for an exception caused, anywhere
+    in its chain, by a SQLite database that could not grow; ``None`` otherwise."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _is_sqlite_full(current):
+            where = getattr(current, _DATABASE_ATTR, None) or "an SQLite database"
+            return write_error_line(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def progress_printer(label: str, every_s: float = 2.0) -> Callable[[int, int], None]:
