@@ -105,10 +105,12 @@ def _get(url: str, timeout: float = 5.0) -> int:
         return int(exc.code)
 
 
-def _post(server: Server, body: object, timeout: float = 120.0) -> tuple[int, str]:
+def _post(
+    server: Server, body: object, timeout: float = 120.0, content_type: str = "application/json"
+) -> tuple[int, str]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(
-        f"{server.url}/invocations", data=data, headers={"Content-Type": "application/json"}
+        f"{server.url}/invocations", data=data, headers={"Content-Type": content_type}
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -347,6 +349,22 @@ def test_wrong_json_types_get_a_400_naming_the_field_and_the_server_stays_up(ser
     rows = json.loads(text)["predictions"]
     assert [r["error"] for r in rows] == ["invalid_base64", ""]
     assert "'image'" in rows[0]["message"] and "base64 string" in rows[0]["message"]
+    assert _get(f"{server.url}/ping") == 200
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_a_wrong_content_type_and_a_60mb_body_are_refused_without_echo(server):
+    good = _png(_face(43, 16, 16))
+    status, text = _post(server, b"secret-x,image", content_type="text/plain")
+    assert 400 <= status < 500, (status, text[:500])
+    assert "secret" not in text and "Traceback" not in text
+    # 60 MB of base64 in one cell: that row is refused before it is decoded, the rest answered.
+    huge = "A" * (60 * 1024 * 1024)
+    status, text = _post(server, _split(huge, good))
+    assert status == 200, text[:500]
+    rows = json.loads(text)["predictions"]
+    assert [r["error"] for r in rows] == ["too_large", ""]
+    assert len(text) < 10_000  # the 60 MB cell is never echoed
     assert _get(f"{server.url}/ping") == 200
     assert "Traceback" not in server.log.read_text()
 
