@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -12,10 +11,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from facelens.config import load_params
 from facelens.stages import explain
-from facelens.stages.common import read_run_id, run_stage, stage_parser
+from facelens.stages.common import headline_text, read_run_id, run_stage, stage_parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str:
     ap = stage_parser(__doc__, data=True, model=True)
     ap.add_argument("--figures", type=Path, required=True, help="figure directory to write")
     ap.add_argument("--maps", type=Path, required=True, help="raw CAM directory to write")
@@ -38,8 +37,8 @@ def main(argv: list[str] | None = None) -> None:
         maps_dir=args.maps,
         metrics_path=args.metrics,
     )
-    print(f"explain: {json.dumps(summary['headline'])}")
+    return f"{headline_text(summary['headline'])} -> {args.metrics}"
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(run_stage(main, "explain"))

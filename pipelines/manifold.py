@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from facelens.config import load_params
 from facelens.stages import manifold
-from facelens.stages.common import read_run_id, run_stage, stage_parser
+from facelens.stages.common import headline_text, read_run_id, run_stage, stage_parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str:
     ap = stage_parser(__doc__, data=True, model=True)
     ap.add_argument("--plots", type=Path, required=True, help="plot directory to write")
     ap.add_argument(
@@ -43,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         key: {m: doc["layouts"][key].get(m) for m in ("trustworthiness", "knn_accuracy")}
         for key in doc["layouts"]
     }
-    print(f"manifold: {json.dumps(headline)}")
+    return f"{headline_text(headline)} -> {args.metrics}"
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(run_stage(main, "manifold"))

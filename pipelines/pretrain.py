@@ -12,7 +12,7 @@ from facelens.stages import pretrain
 from facelens.stages.common import run_stage
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--out", type=Path, required=True, help="folder for <arch>.pt + meta.json")
@@ -21,11 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     meta = pretrain.run(params, args.out)
     what = "identity macro-F1" if meta["objective"] == "identity" else "geometry mean r"
     score = ", ".join(f"{a} {v:.3f}" for a, v in meta["val_score"].items())
-    print(
-        f"pretrain ({meta['objective']}): {meta['n_identities']} pool identities, "
+    return (
+        f"{meta['objective']} objective, {meta['n_identities']} pool identities, "
         f"{meta['n_images']} images; held-out {what} {score} -> {args.out}"
     )
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(run_stage(main, "pretrain"))

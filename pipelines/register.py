@@ -12,7 +12,7 @@ from facelens.stages import register
 from facelens.stages.common import read_json_file, read_run_file, run_stage
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--run-file", type=Path, required=True)
@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics = read_json_file(args.metrics, made_by="evaluate")
     decision = register.run(params, read_run_file(args.run_file), metrics)
     write_json(args.out, decision)
-    print(f"register: {decision['name']} v{decision['version']}: {decision['reason']}")
+    return f"{decision['name']} v{decision['version']}: {decision['reason']}"
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(run_stage(main, "register"))

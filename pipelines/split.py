@@ -11,7 +11,7 @@ from facelens.stages import split
 from facelens.stages.common import run_stage
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--prepared", type=Path, required=True, help="prepared dataset directory")
@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> None:
         name: len(df)
         for name, df in (("train", result.train), ("val", result.val), ("test", result.test))
     }
-    print(f"split: {sizes} -> {args.out}; leakage check clean")
+    return f"{sizes} -> {args.out}; leakage check clean"
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(run_stage(main, "split"))

@@ -11,7 +11,7 @@ from facelens.stages import train
 from facelens.stages.common import read_json_file, run_stage, stage_parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str:
     ap = stage_parser(__doc__, data=True)
     ap.add_argument("--best-params", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path, required=True, help="exported model directory")
@@ -37,10 +37,12 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
     write_json(args.run_file, info)
-    print(
-        f"train: run {info['run_id']}: best val {info['best_val_metric']:.4f} -> {args.model_dir}"
+    metric = "macro-F1" if info["task"] == "expression" else "mean r"
+    return (
+        f"run {info['run_id']}: best val {metric} {info['best_val_metric']:.4f} at epoch "
+        f"{info['best_epoch']} -> {args.model_dir}"
     )
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(run_stage(main, "train"))

@@ -3,8 +3,8 @@
 Layers, lowest first; a module imports only from its own layer or lower ones
 (``tests/unit/test_layers.py`` reads every import with ``ast`` and checks it):
 
-0. ``errors``, ``_io``, ``_closure``, ``constants``, ``device``, ``interrupts``, ``plots``: no
-   project imports above them;
+0. ``errors``, ``_io``, ``_closure``, ``constants``, ``device``, ``interrupts``, ``plots``,
+   ``progress``: no project imports above them;
 1. ``data``: SynthFACS, readers, the safe decoder, manifest, split, torch dataset;
 2. ``models``: VGG16 builder, weights, export, activation cache;
 3. ``training``: fit / evaluate loops, metrics, the recipe (never MLflow, never Optuna);

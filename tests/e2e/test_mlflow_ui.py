@@ -11,6 +11,10 @@ under the same keys show them side by side in the experiment's chart view, and a
 ``facelens compare`` report of the two runs renders its thumbnails offline and links each to
 the full-size figure that UI serves.
 
+With ``FACELENS_DOCS_SCREENSHOTS=<dir>`` (``docs`` for the README) the chart view, one card
+of it expanded (the two runs side by side) and the compare report's Grad-CAM section are also
+written there, downscaled to a 256-colour palette (each under 300 kB).
+
 Skipped only when chromium is missing and ``CI`` is unset; in CI it must run (``.ci/run``
 installs chromium).
 """
@@ -57,6 +61,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 SIZE = 32
 WINDOW = (1400, 1000)
+#: README screenshots (``FACELENS_DOCS_SCREENSHOTS``): width in pixels and size limit.
+DOCS_WIDTH = 1000
+DOCS_MAX_BYTES = 300_000
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -455,14 +462,21 @@ def _chart_view_images(cdp: _Cdp, mlflow_server: str, exp: str) -> dict[str, set
     switch = json.dumps('input[name="runs-view-mode"][value="CHART"]')
     cdp.wait_for(f"!!document.querySelector({switch})", "the runs table's chart-view switch")
     cdp.js(f"document.querySelector({switch}).click()")
+    # Cards fill in run by run: wait until one key shows images of two runs (or time out).
     srcs = cdp.wait_for(
         """(() => {
             const imgs = Array.from(document.querySelectorAll('img')).filter(i =>
                 i.src.includes('/get-artifact?') && i.src.includes('cam~')
                 && i.complete && i.naturalWidth > 0);
-            return imgs.length >= 2 ? imgs.map(i => i.src) : null;
+            const runs = {};
+            for (const i of imgs) {
+                const q = new URL(i.src).searchParams;
+                const key = q.get('path').split('+step+')[0];
+                (runs[key] = runs[key] || new Set()).add(q.get('run_uuid'));
+            }
+            return Object.values(runs).some(r => r.size >= 2) ? imgs.map(i => i.src) : null;
         })()""",
-        "decoded image cards in the chart view",
+        "decoded image cards of two runs under one key in the chart view",
     )
     keys: dict[str, set[str]] = {}
     for src in srcs:
@@ -505,6 +519,10 @@ def _compare_report_renders(
         full = resp.read()
     with Image.open(io.BytesIO(full)) as im:
         assert im.size[0] > 0  # the UI serves the full-size figure behind the thumbnail
+    cdp.js(  # the figures rather than the tables at the top
+        "Array.from(document.querySelectorAll('h2'))"
+        ".find(h => h.innerText.startsWith('Grad-CAM'))?.scrollIntoView()"
+    )
     return cdp.screenshot(out / "facelens_compare_report.png")
 
 
@@ -517,7 +535,76 @@ def _two_runs_side_by_side(
     side_by_side = [k for k, ids in keys.items() if ids == runs]
     assert side_by_side, f"no chart-view card showed both runs' images: {keys}"
     assert all(k.startswith("cam/gradcam/") for k in side_by_side)
+    # MLflow 3.17 opens its assistant panel beside the charts; close it (when it is there).
+    browser.js("document.querySelector('button[aria-label=\"Close\"]')?.click()")
+    time.sleep(1)
     shot = browser.screenshot(out / "mlflow_chart_view_two_runs.png")
     print(f"screenshot: {shot}")
+    _docs_copy(shot)
+    card = _expanded_card(browser, sorted(side_by_side)[0], runs, out)
+    print(f"screenshot: {card}")
     shot2 = _compare_report_renders(browser, tracked_artifacts, mlflow_server, out, tmp)
     print(f"screenshot: {shot2}")
+    _docs_copy(shot2)
+
+
+def _expanded_card(cdp: _Cdp, key: str, runs: set[str], out: Path) -> Path:
+    """Click the expand icon of ``key``'s card: its dialog shows the runs' images side by side
+    (checked: decoded, one per run, left to right). Returns the screenshot (the docs copy is
+    cropped to the dialog's images)."""
+    title = json.dumps(key)
+    cdp.js(f"""(() => {{
+        const card = Array.from(document.querySelectorAll(
+            '[data-testid="experiment-view-compare-runs-card"]'))
+            .find(c => c.innerText.startsWith({title}));
+        const buttons = Array.from(card.querySelectorAll('button'));
+        const menu = card.querySelector('[data-testid="experiment-view-compare-runs-card-menu"]');
+        buttons[buttons.indexOf(menu) - 1].click();  // the expand icon, left of the menu
+    }})()""")
+    expr = """(() => {
+        const d = document.querySelector('[role=dialog]');
+        const imgs = d ? Array.from(d.querySelectorAll('img')) : [];
+        if (imgs.length < 2 || !imgs.every(i => i.complete && i.naturalWidth > 0)) return null;
+        const head = Array.from(d.querySelectorAll('*'))
+            .filter(e => (e.innerText || '').trim() === KEY).pop();  // the innermost
+        if (!head) return null;
+        const box = head.getBoundingClientRect();
+        const rects = imgs.map(i => i.getBoundingClientRect());
+        return {title: head.innerText, box: [box.left - 24, box.top - 16],
+                runs: imgs.map(i => new URL(i.src).searchParams.get('run_uuid')),
+                lefts: rects.map(r => Math.round(r.left)), tops: rects.map(r => Math.round(r.top)),
+                right: Math.max(...rects.map(r => r.right)),
+                bottom: Math.max(...rects.map(r => r.bottom))};
+    })()"""
+    expr = expr.replace("KEY", title)
+    cdp.wait_for(expr, f"the expanded {key} card with every run's image")
+    time.sleep(1.5)  # the dialog's opening animation moves the images
+    shown = cdp.js(expr)
+    assert shown["title"] == key and set(shown["runs"]) == runs, shown
+    assert len(set(shown["tops"])) == 1 and len(set(shown["lefts"])) == len(runs), shown
+    shot = cdp.screenshot(out / "mlflow_chart_card_two_runs.png")
+    box = (*shown["box"], shown["right"] + 24, shown["bottom"] + 24)
+    _docs_copy(shot, crop=tuple(round(v) for v in box))
+    cdp.js("document.querySelector('[role=dialog] button[aria-label=\"Close\"]')?.click()")
+    return shot
+
+
+def _docs_copy(shot: Path, crop: tuple[int, ...] | None = None) -> Path | None:
+    """With ``FACELENS_DOCS_SCREENSHOTS=<dir>`` (e.g. ``docs/``): a copy of ``shot`` for the
+    README (``crop``: a ``(left, top, right, bottom)`` box of it), at most 1000 px wide,
+    reduced to a 256-colour palette (under 300 kB)."""
+    from PIL import Image
+
+    folder = os.environ.get("FACELENS_DOCS_SCREENSHOTS")
+    if not folder:
+        return None
+    dest = Path(folder) / shot.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(shot) as img:
+        rgb = img.convert("RGB") if crop is None else img.convert("RGB").crop(crop)
+    width = min(DOCS_WIDTH, rgb.width)
+    small = rgb.resize((width, round(rgb.height * width / rgb.width)), Image.Resampling.LANCZOS)
+    small.quantize(256, method=Image.Quantize.MEDIANCUT).save(dest, optimize=True)
+    assert dest.stat().st_size < DOCS_MAX_BYTES, f"{dest}: {dest.stat().st_size} bytes"
+    print(f"docs screenshot: {dest}")
+    return dest

@@ -178,6 +178,7 @@ def test_a_full_disk_while_writing_a_report_is_one_line_and_the_rerun_completes(
     ]  # fmt: skip
     main = _script(stage).main
     monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setenv("FACELENS_PROGRESS", "off")  # this test reads stderr for the error line
 
     real = Path.write_bytes
 

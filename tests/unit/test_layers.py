@@ -15,7 +15,9 @@ PKG = SRC / "facelens"
 
 #: Top-level module or package -> layer (the order of ``facelens/__init__.py``'s docstring).
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(("errors", "_io", "_closure", "constants", "device", "interrupts", "plots"), 0),
+    **dict.fromkeys(
+        ("errors", "_io", "_closure", "constants", "device", "interrupts", "plots", "progress"), 0
+    ),
     "data": 1,
     "models": 2,
     "training": 3,

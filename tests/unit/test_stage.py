@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -147,3 +148,23 @@ def test_a_full_sqlite_database_anywhere_in_the_chain_is_one_line_naming_it(tmp_
     assert line.startswith(f"disk full while writing {db};") and "\n" not in line
     assert database_full_line(sqlite3.OperationalError("no such table: t")) is None
     assert database_full_line(RuntimeError("database or disk is full")) is None
+
+
+def test_a_named_stage_ends_with_one_summary_line(monkeypatch, capsys) -> None:
+    _quiet_sigint(monkeypatch)
+    monkeypatch.setenv("FACELENS_PROGRESS", "plain")
+    assert run_stage(lambda: "3 trials (3 complete), best val macro-F1 0.8000", "tune") == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"tune: 3 trials \(3 complete\), best val macro-F1 0\.8000 in \S+s", line)
+    assert run_stage(lambda: None, "split") == 0
+    assert capsys.readouterr().out.startswith("split: done in ")
+
+
+def test_a_bad_progress_setting_is_one_line_before_the_stage_runs(monkeypatch, capsys) -> None:
+    _quiet_sigint(monkeypatch)
+    monkeypatch.setenv("FACELENS_PROGRESS_EVERY", "often")
+    ran = []
+    assert run_stage(lambda: ran.append(1), "train") == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: FACELENS_PROGRESS_EVERY='often'")
+    assert captured.err.count("\n") == 1 and not ran and captured.out == ""

@@ -61,11 +61,13 @@ def worker(
 
         facelens tune worker --storage postgresql://optuna:secret@db:5432/optuna --n-trials 4
     """
+    from facelens import progress
     from facelens.config import load_params
     from facelens.errors import FaceLensError
     from facelens.stages import tune
 
     try:
+        progress.configure("tune worker")  # trials and epochs on stderr (facelens.progress)
         params = load_params(params_file)
         if storage is not None:
             update = {"tune": params.tune.model_copy(update={"storage": storage})}

@@ -38,6 +38,7 @@ from facelens.explain.probe_figures import comparison_figures, method_outputs
 from facelens.models.layers import resolve_cam_layer
 from facelens.models.meta import ModelMeta
 from facelens.models.vgg import FaceVGG
+from facelens.progress import task as progress_task
 
 __all__ = [
     "Explanations",
@@ -179,23 +180,24 @@ def explain_probes(
     out = Explanations()
     checks = _Checks()
     all_maps: dict[str, MethodMaps] = {}
-    for method in params.methods:
-        maps = method_maps(method, model, random_model, x, plan, params)
-        all_maps[method] = maps
-        checks.run(method, model, x, maps, plan, masks, names, params)
-        figures, arrays = method_outputs(
-            method,
-            maps,
-            plan,
-            probes,
-            outputs,
-            names,
-            params,
-            random_names,
-            checks.sanity[method]["spearman_per_image"],
-        )
-        out.figures.update(figures)
-        out.arrays[f"cams_{method_slug(method)}.npz"] = arrays
+    with progress_task("methods", len(params.methods)) as bar:
+        for k, method in enumerate(params.methods):
+            bar.update(k, {"now": method})
+            all_maps[method] = maps = method_maps(method, model, random_model, x, plan, params)
+            checks.run(method, model, x, maps, plan, masks, names, params)
+            figures, arrays = method_outputs(
+                method,
+                maps,
+                plan,
+                probes,
+                outputs,
+                names,
+                params,
+                random_names,
+                checks.sanity[method]["spearman_per_image"],
+            )
+            out.figures.update(figures)
+            out.arrays[f"cams_{method_slug(method)}.npz"] = arrays
     out.figures.update(comparison_figures(all_maps, plan, probes, params))
     out.images = chart_images(all_maps, plan, probes)
     meta_doc = {

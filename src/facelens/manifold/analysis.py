@@ -18,6 +18,7 @@ from facelens.manifold.html import interactive_html
 from facelens.manifold.layouts import LAYOUT_METHODS, check_matrix, embed_2d
 from facelens.manifold.quality import manifold_metrics
 from facelens.manifold.reference import ManifoldReference
+from facelens.progress import task as progress_task
 
 __all__ = [
     "ManifoldResult",
@@ -106,18 +107,21 @@ def run_manifold_analysis(
     layouts: dict[str, np.ndarray] = {}
     metrics: dict[str, dict[str, Any]] = {}
     figures: dict[str, Figure] = {}
-    for emb_name, x in mats.items():
-        for method in methods:
-            key = f"{emb_name}/{method}"
-            algo = "umap" if method == "umap3d" else method
-            dims = 3 if method == "umap3d" else 2
-            lay = embed_2d(x, algo, seed, n_components=dims)  # type: ignore[arg-type]
-            layouts[key] = lay = aligner.align(key, lay)
-            metrics[key] = manifold_metrics(x, lay, label_arr, k=k, label_names=label_names)
-            if dims == 2:
-                figures[f"{emb_name}_{method}"] = _figure(
-                    lay, f"{emb_name} — {method}", label_arr, label_names, colours, n
-                )
+    with progress_task("layouts", len(mats) * len(methods)) as bar:
+        for emb_name, x in mats.items():
+            for method in methods:
+                key = f"{emb_name}/{method}"
+                bar.update(len(layouts), {"now": key})
+                algo = "umap" if method == "umap3d" else method
+                dims = 3 if method == "umap3d" else 2
+                lay = embed_2d(x, algo, seed, n_components=dims)  # type: ignore[arg-type]
+                layouts[key] = lay = aligner.align(key, lay)
+                metrics[key] = manifold_metrics(x, lay, label_arr, k=k, label_names=label_names)
+                if dims == 2:
+                    figures[f"{emb_name}_{method}"] = _figure(
+                        lay, f"{emb_name} — {method}", label_arr, label_names, colours, n
+                    )
+        bar.update(len(layouts))
 
     page = interactive_html(
         {f"{k_.split('/')[0]} — {k_.split('/')[1]}": v for k_, v in layouts.items()},

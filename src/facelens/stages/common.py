@@ -1,5 +1,9 @@
 """What every stage shares: the runner, the argument parser, the train run file, progress lines.
 
+A stage's progress (its loops, nested) goes to stderr through :mod:`facelens.progress`; its
+last line, on stdout, is one summary: the stage's name, its headline result and how long
+it took.
+
 A stage prints one clear line and exits 1 on a :class:`~facelens.errors.FaceLensError` (bad
 params, bad data, leakage, missing inputs): a problem the user can fix. Any other exception
 is a bug, here or in a library, and keeps its full traceback.
@@ -15,17 +19,18 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from facelens import interrupts
-from facelens._io import write_error_line
+from facelens import interrupts, progress
+from facelens._io import flatten_metrics, write_error_line
 from facelens.errors import FaceLensError, StageError
 
 __all__ = [
     "StageError",
     "database_full_line",
+    "headline_text",
     "progress_printer",
     "read_json_file",
     "read_run_file",
@@ -38,9 +43,14 @@ __all__ = [
 _RUN_FILE_KEYS = ("run_id", "model_uri", "best_val_metric", "data_version", "task")
 
 
-def run_stage(main: Callable[[], None]) -> int:
+def run_stage(main: Callable[[], str | None], name: str | None = None) -> int:
     """Run a stage's ``main``; a :class:`FaceLensError` becomes one line on stderr and exit
     code 1, any other exception propagates with its traceback.
+
+    With ``name``, progress lines are prefixed with it (:func:`facelens.progress.configure`)
+    and, when ``main`` returns, its summary is printed on stdout as the stage's last line:
+    ``"<name>: <what main returned> in <elapsed>"`` (``"<name>: done in ..."`` when it
+    returned ``None``).
 
     A write that fails because the disk is full, the quota is exceeded or the file system is
     read-only (``OSError`` ``ENOSPC`` / ``EDQUOT`` / ``EROFS``) is one line naming the file
@@ -57,8 +67,11 @@ def run_stage(main: Callable[[], None]) -> int:
     """
     interrupts.install()
     _note_full_databases()
+    started = time.monotonic()
     try:
-        main()
+        if name is not None:
+            progress.configure(name)
+        summary = main()
     except FaceLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -69,13 +82,16 @@ def run_stage(main: Callable[[], None]) -> int:
         print(f"error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        name = interrupts.signal_name()
+        sig = interrupts.signal_name()
         print(
-            f"interrupted ({name}): finished trials and epoch checkpoints are kept; "
+            f"interrupted ({sig}): finished trials and epoch checkpoints are kept; "
             "run `dvc repro` again to resume",
             file=sys.stderr,
         )
-        return 143 if name == "SIGTERM" else 130
+        return 143 if sig == "SIGTERM" else 130
+    if name is not None:
+        elapsed = progress.format_duration(time.monotonic() - started)
+        print(f"{name}: {summary or 'done'} in {elapsed}", flush=True)
     return 0
 
 
@@ -137,18 +153,16 @@ def database_full_line(exc: BaseException) -> str | None:
     return None
 
 
-def progress_printer(label: str, every_s: float = 2.0) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback that prints a line every few seconds (log-friendly)."""
-    last = [0.0]
+def headline_text(doc: Mapping[str, Any]) -> str:
+    """``"accuracy 0.9012, macro_f1 0.8800"``: the finite numbers of a (nested) headline, keys
+    joined with ``/``, for a stage's summary line."""
+    flat = flatten_metrics(doc)
+    return ", ".join(f"{k} {v:.4g}" if v != int(v) else f"{k} {int(v)}" for k, v in flat.items())
 
-    def update(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done >= total or now - last[0] >= every_s:
-            last[0] = now
-            pct = 100.0 * done / max(total, 1)
-            print(f"{label}: {done}/{total} ({pct:.0f}%)", file=sys.stderr, flush=True)
 
-    return update
+def progress_printer(label: str) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback shown as a loop (:func:`facelens.progress.callback`)."""
+    return progress.callback(label)
 
 
 def stage_parser(

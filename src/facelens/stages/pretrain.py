@@ -22,6 +22,7 @@ from facelens.data.synthfacs.generate import generate
 from facelens.data.synthfacs.params import SynthParams
 from facelens.device import DevicePolicy, device_tags
 from facelens.models.norm import DEFAULT_NORM
+from facelens.progress import task as progress_task
 from facelens.stages.common import progress_printer
 from facelens.tracking.runs import MlflowEpochLogger, configure_stage, lineage_tags, tracked_run
 from facelens.training.pretrain import (
@@ -67,13 +68,20 @@ def run(params: Params, out_dir: Path) -> dict[str, Any]:
     scores: dict[str, float] = {}
     with tracked_run(f"pretrain {pp.objective}", tags=tags) as tracked:
         mlflow.log_params({f"pretrain.{k}": v for k, v in pp.model_dump().items()})
-        for arch in pp.archs:
-            result = pretrain_backbone(
-                pool.samples, pp, arch, policy=policy, callbacks=[MlflowEpochLogger(prefix=arch)]
-            )
-            _save_state(result.state, backbone_file(out_dir, arch))
-            scores[arch] = result.val_score
-            mlflow.log_metric(f"{arch}/val_score", result.val_score)
+        with progress_task("archs", len(pp.archs)) as bar:
+            for k, arch in enumerate(pp.archs):
+                bar.update(k, {"now": arch})
+                result = pretrain_backbone(
+                    pool.samples,
+                    pp,
+                    arch,
+                    policy=policy,
+                    callbacks=[MlflowEpochLogger(prefix=arch)],
+                )
+                _save_state(result.state, backbone_file(out_dir, arch))
+                scores[arch] = result.val_score
+                mlflow.log_metric(f"{arch}/val_score", result.val_score)
+                bar.update(k + 1)
         run_id = tracked.info.run_id
     meta = {
         "objective": pp.objective,

@@ -156,7 +156,7 @@ def _work(
             callbacks=[_PruningReporter(report)],
             cache=cache,
             data_version=version,
-            progress=False,
+            progress=progress,
             dataset_memo=decoded,
             policy=policy,
         )
@@ -234,10 +234,14 @@ def _no_trial(trial_params: dict[str, Any], report: Callable[[int, float], None]
 def run_processes(commands: Sequence[Sequence[str]]) -> list[int]:
     """Start every command, wait for all, and return their exit codes.
 
-    Ctrl-C reaches the workers too (same process group): they close their trials' runs and
+    The workers print plain progress lines (``FACELENS_PROGRESS=plain`` unless it says
+    ``off``). Ctrl-C reaches the workers too (same process group): they close their trials' runs and
     exit; this waits for them, then re-raises ``KeyboardInterrupt``.
     """
-    procs = [subprocess.Popen(list(cmd)) for cmd in commands]
+    env = dict(os.environ)
+    if env.get("FACELENS_PROGRESS", "auto").strip().lower() in ("", "auto", "live"):
+        env["FACELENS_PROGRESS"] = "plain"  # live displays of N processes on one terminal clash
+    procs = [subprocess.Popen(list(cmd), env=env) for cmd in commands]
     try:
         return [p.wait() for p in procs]
     except BaseException:

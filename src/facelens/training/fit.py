@@ -22,6 +22,7 @@ from facelens.device import DevicePolicy, deterministic_kernels, resolve_precisi
 from facelens.errors import DataError
 from facelens.models.cache import ActivationCache
 from facelens.models.vgg import FaceVGG, apply_freeze
+from facelens.progress import task as progress_task
 from facelens.training.checkpoint import (
     CHECKPOINT_NAME,
     PREVIOUS_NAME,
@@ -82,7 +83,7 @@ def fit(
         cache: activation cache; used when ``k >= 1`` blocks are frozen and ``augment == 0``.
         cache_key_fields: identity of backbone and data for the cache key (arch, weights
             source, input size, data version...).
-        progress: show a tqdm bar per epoch.
+        progress: show the epochs and batches (:mod:`facelens.progress`).
         policy: device and precision (see :mod:`facelens.device`); ``None`` trains on the CPU
             in ``params.precision``. The model is moved to the device; checkpoints and the
             best weights are stored as CPU tensors, so they load anywhere.
@@ -184,16 +185,28 @@ def _fit(
             if state.history.stopped_early or start > params.epochs:
                 return _finish(model, state)
 
-    for epoch in range(start, params.epochs + 1):
-        result = _run_epoch(model, train_src, val_src, state, params, task, epoch, progress, policy)
-        stop = _record(model, state, result, params, keep_last=val_src is None)
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, epoch, model, state, params, task)
-        for cb in callbacks:
-            cb.on_epoch_end(result)
-        if stop:
-            break
+    with progress_task("epochs", params.epochs, done=start - 1, enabled=progress) as bar:
+        for epoch in range(start, params.epochs + 1):
+            result = _run_epoch(
+                model, train_src, val_src, state, params, task, epoch, progress, policy
+            )
+            stop = _record(model, state, result, params, keep_last=val_src is None)
+            if ckpt_path is not None:
+                save_checkpoint(ckpt_path, epoch, model, state, params, task)
+            bar.update(epoch, _epoch_fields(task, result, state.history))
+            for cb in callbacks:
+                cb.on_epoch_end(result)
+            if stop:
+                break
     return _finish(model, state)
+
+
+def _epoch_fields(task: str, result: EpochResult, history: History) -> dict[str, object]:
+    """What a progress line shows of an epoch: its validation metric and the best so far."""
+    if math.isnan(result.val_metric):
+        return {"train loss": result.train_loss}
+    name = "val macro-F1" if task == "expression" else "val mean r"
+    return {name: result.val_metric, "best": float(history.best_val_metric)}
 
 
 def _sources(

@@ -7,12 +7,12 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from facelens.device import DevicePolicy, model_device
 from facelens.errors import TrainingDiverged
 from facelens.interrupts import raise_if_requested
 from facelens.models.vgg import FaceVGG
+from facelens.progress import task as progress_task
 from facelens.training.metrics import classification_report, regression_report
 from facelens.training.params import TrainParams
 from facelens.training.sources import BatchSource, batch_chunks
@@ -109,37 +109,33 @@ def train_epoch(
     policy = policy or DevicePolicy(model_device(model))
     model.train()
     total = 0.0
-    bar = tqdm(
-        batch_chunks(torch.randperm(source.n, generator=gen), params.batch_size),
-        desc=desc,
-        disable=not progress,
-        leave=False,
-    )
-    for step, idx in enumerate(bar, 1):
-        raise_if_requested()
-        x, y = source.batch(idx, gen)
-        x = x.to(policy.device, non_blocking=True)
-        y = torch.as_tensor(y).to(policy.device, non_blocking=True)
-        with policy.autocast():
-            out = source.forward(model, x)
-        loss = task_loss(task, out.float(), y, params.label_smoothing)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"training diverged: the loss became {value} in {desc}, batch {step} "
-                f"(lr {sched.get_last_lr()[-1]:.3g}, precision {params.precision}); the last "
-                "finished epoch's checkpoint is kept. Lower train.lr, use precision fp32, or "
-                "check the data"
-            )
-        opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        sched.step()
-        total += value * len(idx)
-        bar.set_postfix(loss=f"{value:.4f}")
+    chunks = batch_chunks(torch.randperm(source.n, generator=gen), params.batch_size)
+    with progress_task("batches", len(chunks), enabled=progress) as bar:
+        for step, idx in enumerate(chunks, 1):
+            raise_if_requested()
+            x, y = source.batch(idx, gen)
+            x = x.to(policy.device, non_blocking=True)
+            y = torch.as_tensor(y).to(policy.device, non_blocking=True)
+            with policy.autocast():
+                out = source.forward(model, x)
+            loss = task_loss(task, out.float(), y, params.label_smoothing)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"training diverged: the loss became {value} in {desc}, batch {step} "
+                    f"(lr {sched.get_last_lr()[-1]:.3g}, precision {params.precision}); the last "
+                    "finished epoch's checkpoint is kept. Lower train.lr, use precision fp32, or "
+                    "check the data"
+                )
+            opt.zero_grad(set_to_none=True)
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            sched.step()
+            total += value * len(idx)
+            bar.update(step, {"loss": value})
     return total
