@@ -1,6 +1,7 @@
 """``mlflow run . -e train --env-manager local`` on a tiny copy of the project: the project's
-run is the parent of the stages' runs, the ``-P`` value reaches ``params.yaml`` through
-``dvc exp run -S``, and the stages' runs carry the lineage tags a ``dvc repro`` run has.
+run is the parent of the stages' runs (pretrain, the study, train), the ``-P`` value reaches
+``params.yaml`` through ``dvc exp run -S``, and the stages' runs carry the lineage tags a
+``dvc repro`` run has.
 
 A bad ``-P`` key or a project run in another experiment stops the launcher with one line
 before DVC starts.
@@ -71,12 +72,13 @@ def test_mlflow_run_nests_stage_runs_under_the_project_run(project: Path) -> Non
         by_stage.setdefault(run.data.tags.get("facelens.stage", "trial/study"), []).append(run)
     (proj_run,) = by_stage["mlproject"]
     (train,) = by_stage["train"]
+    (pretrain,) = by_stage["pretrain"]  # train depends on the pretrained backbone
     studies = [
         r for r in runs if r.data.tags.get("study_name") and "trial_number" not in r.data.tags
     ]
     trials = [r for r in runs if "trial_number" in r.data.tags]
     assert len(studies) == 1 and len(trials) == 1, [r.info.run_name for r in runs]
-    assert len(runs) == 4  # project, study, trial, train: nothing collapsed, nothing extra
+    assert len(runs) == 5  # project, pretrain, study, trial, train: none collapsed, none extra
 
     pid = proj_run.info.run_id
     assert proj_run.info.status == "FINISHED"
@@ -87,6 +89,7 @@ def test_mlflow_run_nests_stage_runs_under_the_project_run(project: Path) -> Non
     assert studies[0].data.tags["mlflow.parentRunId"] == pid
     assert trials[0].data.tags["mlflow.parentRunId"] == studies[0].info.run_id
     assert train.data.tags["mlflow.parentRunId"] == pid
+    assert pretrain.data.tags["mlflow.parentRunId"] == pid
     assert all(r.info.status == "FINISHED" for r in runs)
 
     # Same lineage as a `dvc repro` run, and the project run shares it.
