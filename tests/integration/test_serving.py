@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -622,9 +623,17 @@ def test_odd_modes_decode_and_predict_like_their_rgb(expr, case):
 # ------------------------------------------------------------------------------ via MLflow
 
 
-def test_logged_pyfunc_serves_explanations(exported, tmp_path, monkeypatch):
+def test_logged_pyfunc_serves_explanations(exported, tmp_path, monkeypatch, request):
     from facelens.serving.log_model import log_pyfunc_model
     from facelens.tracking.runs import configure, tracked_run
+
+    # MLflow quieted to errors (as the CLI does, or a user's logging setup) must not let an
+    # unknown param through: the model keeps MLflow's schema logger enabled for warnings.
+    quiet, schema = logging.getLogger("mlflow"), logging.getLogger("mlflow.models.utils")
+    levels = quiet.level, schema.level
+    request.addfinalizer(lambda: (quiet.setLevel(levels[0]), schema.setLevel(levels[1])))
+    quiet.setLevel(logging.ERROR)
+    schema.setLevel(logging.NOTSET)  # as in a fresh process, before any model was loaded
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

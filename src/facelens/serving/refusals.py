@@ -117,10 +117,16 @@ def _from_callers() -> tuple[Any, Any]:
 
 
 def install() -> None:
-    """Add the unknown-params filter to MLflow's schema logger (once per process)."""
+    """Add the unknown-params filter to MLflow's schema logger (once per process).
+
+    The filter only sees records the logger emits, so the logger is kept enabled for
+    warnings even when ``mlflow`` was quieted (``logging.getLogger("mlflow").setLevel(ERROR)``,
+    as the CLI does): an unknown param must be refused whatever the logging setup."""
     logger = logging.getLogger(_MLFLOW_LOGGER)
     if not any(isinstance(f, _DroppedParams) for f in logger.filters):
         logger.addFilter(_DroppedParams())
+    if not logger.isEnabledFor(logging.WARNING):
+        logger.setLevel(logging.WARNING)
 
 
 def dropped_params(model_input: object) -> tuple[str, ...]:
