@@ -74,7 +74,7 @@ from facelens.models.ood import OodDetector, load_ood
 from facelens.serving.explain_rows import explain_rows
 from facelens.serving.http_guard import extra_columns
 from facelens.serving.http_guard import install as install_http_guard
-from facelens.serving.refusals import RequestRefused, dropped_params
+from facelens.serving.refusals import dropped_params, unknown_names
 from facelens.serving.refusals import install as install_param_guard
 from facelens.serving.requests import (
     Decoded,
@@ -193,12 +193,8 @@ class FaceLensModel(mlflow.pyfunc.PythonModel):
             )
         extra = [str(c) for c in frame.columns if c != IMAGE_COLUMN] or extra_columns()
         if extra:
-            names = ", ".join(repr(name[:40]) for name in extra[:5])
-            raise RequestRefused(
-                "unknown_column",
-                f"unknown input column{'s' if len(extra) > 1 else ''} {names}; the only input "
-                f"column is {IMAGE_COLUMN!r} (base64 images)",
-            )
+            only = f"the only input column is {IMAGE_COLUMN!r} (base64 images)"
+            raise unknown_names("unknown_column", "input column", extra, only)
         options = parse_options(params or {}, self._meta, dropped_params(model_input))
         values = frame[IMAGE_COLUMN].tolist()
         explain = options.explain

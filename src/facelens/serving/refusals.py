@@ -28,6 +28,7 @@ import logging
 import sys
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -35,7 +36,14 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from facelens.errors import ConfigError
 
-__all__ = ["PARAM_NAMES", "REFUSAL_CODES", "RequestRefused", "dropped_params", "install"]
+__all__ = [
+    "PARAM_NAMES",
+    "REFUSAL_CODES",
+    "RequestRefused",
+    "dropped_params",
+    "install",
+    "unknown_names",
+]
 
 #: The inference params of the served model (see ``schema.model_signature``).
 PARAM_NAMES: tuple[str, ...] = ("explain", "target", "method")
@@ -79,6 +87,14 @@ class RequestRefused(ConfigError, MlflowException):
         return json.dumps(
             {"error_code": self.error_code, "error": self.code, "message": self.reason}
         )
+
+
+def unknown_names(code: str, noun: str, names: Sequence[str], allowed: str) -> RequestRefused:
+    """``unknown <noun>s 'a', 'b'; <allowed>``: the refusal of unknown params or columns, each
+    name cut to 40 characters and at most five named (the request is never echoed whole)."""
+    shown = ", ".join(repr(str(name)[:40]) for name in names[:5])
+    plural = "s" if len(names) > 1 else ""
+    return RequestRefused(code, f"unknown {noun}{plural} {shown}; {allowed}")
 
 
 class _DroppedParams(logging.Filter):

@@ -16,7 +16,7 @@ import numpy as np
 
 from facelens.data.images import ImageRejected, decode_image, resize_square
 from facelens.models.meta import ModelMeta
-from facelens.serving.refusals import PARAM_NAMES, RequestRefused
+from facelens.serving.refusals import PARAM_NAMES, RequestRefused, unknown_names
 from facelens.serving.schema import IMAGE_COLUMN, allowed_targets
 
 __all__ = [
@@ -130,11 +130,8 @@ def parse_options(
     """
     unknown = sorted({*dropped, *(str(k) for k in params if k not in PARAM_NAMES)})
     if unknown:
-        names = ", ".join(repr(name[:40]) for name in unknown[:5])
-        raise RequestRefused(
-            "unknown_param",
-            f"unknown param{'s' if len(unknown) > 1 else ''} {names}; "
-            f"allowed params: {', '.join(PARAM_NAMES)}",
+        raise unknown_names(
+            "unknown_param", "param", unknown, f"allowed params: {', '.join(PARAM_NAMES)}"
         )
     explain = as_bool(params.get("explain", False))
     if explain is None:
