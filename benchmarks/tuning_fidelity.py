@@ -1,14 +1,19 @@
 """Do tuning trials rank configurations the way full training does? Draws ``--configs``
 configurations from ``tune.space`` (Optuna's random sampler, seeded), scores each the way a
-trial does (``tune.train_fraction`` of the train split, the trial's epoch cap, the trial
-seed) and the way the ``train`` stage does (the whole train split, ``train.epochs``), and
-prints the Spearman rank correlation between the two validation scores with its 95%
+trial does and the way the ``train`` stage does (the whole train split, ``train.epochs``),
+and prints the Spearman rank correlation between the two validation scores with its 95%
 confidence interval (Fieller standard error), plus each pair.
 
-    python benchmarks/tuning_fidelity.py --prepared data/prepared --splits data/splits \\
-        --configs 10
+A trial design is ``EPOCHSxFRACTION`` (``2x0.35``: 2 epochs on 35% of the train split, the
+trial seed); ``--designs`` scores several at once (default: the params' own design,
+``tune.space.epochs`` x ``tune.train_fraction``). Every full training also records its
+validation score after each epoch, so the fidelity of *truncated* full runs (what a pruner
+rung sees) is printed for free.
 
-Long: one trial plus one full training per configuration. Nothing is asserted;
+    python benchmarks/tuning_fidelity.py --prepared data/prepared --splits data/splits \\
+        --configs 10 --designs 2x1.0 6x0.35 --out fidelity.json
+
+Long: one full training plus one run per design per configuration. Nothing is asserted;
 benchmarks/README.md records the figures with the command that made them.
 """
 
@@ -44,16 +49,57 @@ def _configs(params, n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def _score(params, config, rows, prepared, *, full: bool, cache, policy) -> tuple[float, float]:
+def _design(text: str) -> tuple[int, float]:
+    epochs, _, fraction = text.partition("x")
+    try:
+        out = int(epochs), float(fraction)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a trial design is EPOCHSxFRACTION, e.g. 2x0.35; got {text!r}"
+        ) from None
+    if out[0] < 1 or not 0 < out[1] <= 1:
+        raise argparse.ArgumentTypeError(f"epochs >= 1 and 0 < fraction <= 1; got {text!r}")
+    return out
+
+
+def _run(params, config, rows, prepared, design, *, cache, policy) -> dict[str, Any]:
     train_rows, val_rows = rows
-    if not full:
-        train_rows = stratified_subset(train_rows, params.tune.train_fraction, params.tune.seed)
-    recipe = make_recipe(params.task, params.model, params.train, config, keep_epochs=full)
+    overrides = dict(config)
+    if design is None:  # the train stage: whole split, train.epochs
+        recipe = make_recipe(params.task, params.model, params.train, overrides, keep_epochs=True)
+    else:
+        epochs, fraction = design
+        train_rows = stratified_subset(train_rows, fraction, params.tune.seed)
+        overrides["epochs"] = epochs
+        recipe = make_recipe(params.task, params.model, params.train, overrides)
     start = time.perf_counter()
     trained = train_model(
         recipe, train_rows, val_rows, prepared, progress=False, cache=cache, policy=policy
     )
-    return float(trained.history.best_val_metric), time.perf_counter() - start
+    return {
+        "score": float(trained.history.best_val_metric),
+        "curve": [float(e.val_metric) for e in trained.history.epochs],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _rho(xs: list[float], ys: list[float]) -> str:
+    rho = float(spearmanr(xs, ys).statistic)
+    lo, hi = correlation_ci(np.array([rho]), len(xs), spearman=True)[0]
+    return f"Spearman {rho:.2f} (95% CI {lo:.2f} .. {hi:.2f})"
+
+
+def _report(pairs: list[dict[str, Any]], designs: list[str], epochs: int) -> None:
+    full = [p["full"]["score"] for p in pairs]
+    for name in designs:
+        trial = [p["trials"][name]["score"] for p in pairs]
+        secs = np.mean([p["trials"][name]["seconds"] for p in pairs])
+        print(f"fidelity of trials {name}: {_rho(trial, full)}; {secs:.0f} s per trial")
+    for k in range(1, epochs):
+        at_k = [max(p["full"]["curve"][:k]) for p in pairs]
+        print(f"fidelity of the full run truncated after epoch {k}: {_rho(at_k, full)}")
+    secs = np.mean([p["full"]["seconds"] for p in pairs])
+    print(f"over {len(pairs)} configurations; full training {epochs} epochs, {secs:.0f} s each")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,38 +109,53 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--splits", type=Path, default=Path("data/splits"))
     ap.add_argument("--configs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--designs", type=_design, nargs="*", default=None, metavar="ExF")
     ap.add_argument("--cache-dir", type=Path, default=Path("cache/fidelity"))
     ap.add_argument("--out", type=Path, default=None, help="write the pairs as JSON here")
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="a previous --out of the same configurations: only missing designs are run",
+    )
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     params = load_params(args.params)
+    designs = args.designs
+    if designs is None:
+        designs = [(max(params.tune.space.epochs), params.tune.train_fraction)]
+    names = [f"{e}x{f:g}" for e, f in designs]
     rows = load_splits(args.prepared, args.splits, ("train", "val"))
     policy = DevicePolicy.resolve(params.device, params.train.precision)
     cache = ActivationCache(args.cache_dir)
+    old = json.loads(args.reuse.read_text())["pairs"] if args.reuse else []
     pairs = []
     for i, config in enumerate(_configs(params, args.configs, args.seed)):
-        trial, t_s = _score(
-            params, config, rows, args.prepared, full=False, cache=cache, policy=policy
-        )
-        final, f_s = _score(
-            params, config, rows, args.prepared, full=True, cache=cache, policy=policy
-        )
-        pairs.append({"config": config, "trial": trial, "full": final, "seconds": [t_s, f_s]})
+        pair: dict[str, Any] = {"config": config, "trials": {}}
+        if i < len(old):
+            if old[i]["config"] != config:
+                raise SystemExit(f"--reuse {args.reuse}: configuration {i} differs; same --seed?")
+            pair = old[i]
+        for name, design in zip(names, designs, strict=True):
+            if name not in pair["trials"]:
+                pair["trials"][name] = _run(
+                    params, config, rows, args.prepared, design, cache=cache, policy=policy
+                )
+        if "full" not in pair:
+            pair["full"] = _run(
+                params, config, rows, args.prepared, None, cache=cache, policy=policy
+            )
+        pairs.append(pair)
+        shown = ", ".join(f"{n} {v['score']:.3f}" for n, v in pair["trials"].items())
         print(
-            f"config {i}: trial {trial:.3f} ({t_s:.0f} s), full {final:.3f} ({f_s:.0f} s) {json.dumps(config)}",
+            f"config {i}: {shown}, full {pair['full']['score']:.3f} {json.dumps(config)}",
             flush=True,
         )
-    trial_scores = np.array([p["trial"] for p in pairs])
-    full_scores = np.array([p["full"] for p in pairs])
-    rho = float(spearmanr(trial_scores, full_scores).statistic)
-    lo, hi = correlation_ci(np.array([rho]), len(pairs), spearman=True)[0]
-    print(
-        f"fidelity: Spearman {rho:.2f} (95% CI {lo:.2f} .. {hi:.2f}) over {len(pairs)} "
-        f"configurations; trial {params.tune.train_fraction:g} of the train split, full "
-        f"{params.train.epochs} epochs"
-    )
-    if args.out:
-        args.out.write_text(json.dumps({"spearman": rho, "ci": [lo, hi], "pairs": pairs}, indent=1))
+        if args.out:
+            every = sorted({n for p in pairs for n in p["trials"]})
+            args.out.write_text(json.dumps({"designs": every, "pairs": pairs}, indent=1))
+    scored = [n for n in pairs[0]["trials"] if all(n in p["trials"] for p in pairs)]
+    _report(pairs, scored, params.train.epochs)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,13 @@ from mlflow import MlflowClient
 
 from facelens.tracking.study import PARENT_RUN_ATTR, MlflowStudyTracker
 from facelens.tuning.params import SearchSpace, TuneParams
-from facelens.tuning.study import create_study, redact_url, run_study
+from facelens.tuning.study import (
+    BASE_RECIPE_ATTR,
+    create_study,
+    enqueue_base,
+    redact_url,
+    run_study,
+)
 from facelens.tuning.trial import FAIL_REASON_ATTR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -293,3 +299,42 @@ def test_storage_password_is_not_logged(mlflow_store, tmp_path) -> None:
     )
     tags = MlflowClient().get_run(result.parent_run_id).data.tags
     assert tags["storage"] == params.storage
+
+
+def _base(**kw) -> dict:
+    base = {"lr": 1.0e-3, "optimizer": "adamw", "batch_size": 8, "epochs": 3}
+    for name, dim in SearchSpace().model_dump().items():  # fixed choices: their first value
+        if name not in ("lr", "optimizer", "batch_size", "epochs"):
+            base[name] = dim[0] if isinstance(dim, list) else dim["low"]
+    base.update(kw)
+    return base
+
+
+def test_base_recipe_is_trial_zero_once_and_tagged(mlflow_store, tmp_path) -> None:
+    params = _params(tmp_path, space={**SPACE, "lr": {"low": 1e-4, "high": 1e-2, "log": True}})
+    study = create_study(params)
+    assert enqueue_base(study, params, _base()) is None
+    assert enqueue_base(study, params, _base(lr=2e-3)) is None  # not a second time
+    objective = _scripted([[0.5, 0.6, 0.7]])
+    tracker = MlflowStudyTracker("tune s")
+    result = run_study(study, params, objective, tracker=tracker, progress=False)
+    assert objective.calls[0]["lr"] == 1.0e-3 and objective.calls[0]["optimizer"] == "adamw"
+    assert [c["lr"] for c in objective.calls].count(1.0e-3) == 1
+    runs = _children(result.parent_run_id)
+    assert [r.data.tags.get(BASE_RECIPE_ATTR) for r in runs] == ["true", None, None]
+    resumed = create_study(_params(tmp_path, n_trials=4, space=params.space.model_dump()))
+    enqueue_base(resumed, params, _base())  # a resumed study is not given it again
+    assert all(t.state != optuna.trial.TrialState.WAITING for t in resumed.get_trials())
+
+
+def test_base_recipe_outside_the_space_is_named_not_enqueued(tmp_path) -> None:
+    params = _params(tmp_path)
+    study = create_study(params)
+    note = enqueue_base(study, params, _base(lr=0.5, optimizer="rmsprop"))
+    assert note == (
+        "base recipe not enqueued: tune.space does not contain lr=0.5, optimizer='rmsprop'"
+    )
+    assert study.get_trials() == []
+    off = _params(tmp_path, enqueue_base=False, study_name="t")
+    off_study = create_study(off)
+    assert enqueue_base(off_study, off, _base()) is None and off_study.get_trials() == []

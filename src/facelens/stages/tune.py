@@ -33,7 +33,13 @@ from facelens.training.history import EpochResult
 from facelens.training.pretrain import backbone_fingerprint, check_backbone_pool
 from facelens.training.recipe import make_recipe, train_model
 from facelens.tuning.storage import check_shareable, sqlite_guard
-from facelens.tuning.study import StudyResult, create_study, run_study, study_name_for
+from facelens.tuning.study import (
+    StudyResult,
+    create_study,
+    enqueue_base,
+    run_study,
+    study_name_for,
+)
 
 __all__ = ["CACHE_DTYPES", "run", "run_processes", "run_worker", "study_name"]
 
@@ -52,6 +58,14 @@ class _PruningReporter:
         self._report(result.epoch, float(result.val_metric))
 
 
+def base_recipe(params: Params) -> dict[str, Any]:
+    """The untuned recipe in the search space's terms: the ``train`` section, the model's
+    arch and the trial's epoch cap (what ``tune.enqueue_base`` runs as trial 0)."""
+    cap = params.tune.space.epochs
+    epochs = max(cap) if isinstance(cap, list) else cap.high
+    return {**params.train.model_dump(), "arch": params.model.arch, "epochs": epochs}
+
+
 def study_name(params: Params, version: str) -> str:
     """The study of this data version and tuning config (``<tune.study_name>-<hash>``)."""
     return study_name_for(
@@ -63,6 +77,7 @@ def study_name(params: Params, version: str) -> str:
             "train": params.train,
             "space": params.tune.space,
             "train_fraction": params.tune.train_fraction,
+            "enqueue_base": params.tune.enqueue_base,
             "backbone": backbone_fingerprint(params.model.weights, params.model.pretrained),
         },
     )
@@ -166,9 +181,13 @@ def _work(
 
     tracker = MlflowStudyTracker(f"tune {tune.study_name}", tags=device_tags(policy))
     study = create_study(tune, on_stale=tracker.trial_died, worker=worker)
-    return run_study(
+    not_enqueued = enqueue_base(study, tune, base_recipe(params))
+    result = run_study(
         study, tune, objective, tracker=tracker, progress=progress, max_trials=max_trials
     )
+    if not_enqueued:
+        result.notes.append(not_enqueued)
+    return result
 
 
 def run(

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from facelens.tracking.runs import tracked_run
 from facelens.tracking.shared_runs import end_shared_run, reopen_shared_run, start_shared_run
 from facelens.tuning.params import TuneParams
-from facelens.tuning.study import StudyResult, redact_url
+from facelens.tuning.study import BASE_RECIPE_ATTR, StudyResult, redact_url
 
 __all__ = [
     "PARENT_RUN_ATTR",
@@ -123,6 +123,8 @@ class MlflowStudyTracker:
         retry_of = trial.user_attrs.get(TRIAL_NUMBER_ATTR)
         if retry_of is not None:
             tags["retry_of"] = str(retry_of)
+        if trial.user_attrs.get(BASE_RECIPE_ATTR):
+            tags[BASE_RECIPE_ATTR] = "true"  # the untuned recipe, for comparison
         name = f"trial-{trial.number:03d}"
         with tracked_run(name, parent_run_id=self.run_id, tags=tags) as run:
             trial.set_user_attr(TRIAL_RUN_ATTR, run.info.run_id)

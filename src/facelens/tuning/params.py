@@ -160,6 +160,13 @@ class TuneParams(_Closed):
             "auto = 1 when heartbeats are on, else 0."
         ),
     )
+    enqueue_base: bool = Field(
+        True,
+        description=(
+            "Run the base recipe (the train section) as the study's first trial, so the "
+            "study's best is never a recipe that scored below it in trials."
+        ),
+    )
     space: SearchSpace = SearchSpace()
 
     @field_validator("heartbeat_interval", "retry_failed")

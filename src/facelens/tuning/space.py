@@ -11,7 +11,7 @@ import optuna
 
 from facelens.tuning.params import FloatRange, IntRange, SearchSpace
 
-__all__ = ["suggest"]
+__all__ = ["base_point", "suggest"]
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
@@ -34,3 +34,30 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         else:
             out[name] = trial.suggest_categorical(name, list(dim))
     return out
+
+
+def _contains(dim: Any, value: Any) -> bool:
+    if isinstance(dim, FloatRange | IntRange):
+        return isinstance(value, int | float) and dim.low <= value <= dim.high
+    return value in list(dim)
+
+
+def base_point(space: SearchSpace, base: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The base recipe as a point of ``space``, for ``study.enqueue_trial``.
+
+    Args:
+        space: the validated search space.
+        base: ``{name: value}`` of the untuned recipe (the ``train`` section, the model's
+            ``arch``, the trial's epoch cap).
+
+    Returns:
+        ``(point, outside)``: the point, and ``"name=value"`` for each base value the space
+        does not contain (the point is then not enqueued; the caller says why).
+    """
+    point = {name: base[name] for name in type(space).model_fields}
+    outside = [
+        f"{name}={value!r}"
+        for name, value in point.items()
+        if not _contains(getattr(space, name), value)
+    ]
+    return point, outside

@@ -32,13 +32,16 @@ from facelens.progress import note as progress_note
 from facelens.progress import task as progress_task
 from facelens.tuning.params import TuneParams
 from facelens.tuning.samplers import make_pruner, make_sampler
+from facelens.tuning.space import base_point
 from facelens.tuning.storage import StaleTrialFn, liveness, make_storage, redact_url, study_lock
 from facelens.tuning.trial import ObjectiveFn, TrialTracker, trial_objective
 
 __all__ = [
+    "BASE_RECIPE_ATTR",
     "StudyResult",
     "StudyTracker",
     "create_study",
+    "enqueue_base",
     "make_pruner",
     "make_sampler",
     "redact_url",
@@ -168,6 +171,32 @@ def create_study(
     offset = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(params, offset=offset, worker=worker)
     return study
+
+
+#: User attribute (and MLflow trial tag) of the trial that runs the untuned base recipe.
+BASE_RECIPE_ATTR = "base_recipe"
+
+
+def enqueue_base(study: optuna.Study, params: TuneParams, base: Mapping[str, Any]) -> str | None:
+    """Enqueue the base recipe as the first trial of a new study (``tune.enqueue_base``).
+
+    Only a study without any trial gets it (a resumed or joined study already has it), under
+    the study's lock so that workers starting together enqueue it once.
+
+    Returns:
+        Why the base recipe was not enqueued although asked for, else None.
+    """
+    if not params.enqueue_base:
+        return None
+    point, outside = base_point(params.space, dict(base))
+    if outside:
+        note = f"base recipe not enqueued: tune.space does not contain {', '.join(outside)}"
+        _log.warning("%s", note)
+        return note
+    with study_lock(params, "enqueue-base"):
+        if not study.get_trials(deepcopy=False):
+            study.enqueue_trial(point, user_attrs={BASE_RECIPE_ATTR: True})
+    return None
 
 
 def _counts(study: optuna.Study) -> dict[TrialState, int]:
