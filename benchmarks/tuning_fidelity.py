@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ import optuna
 from scipy.stats import spearmanr
 
 from facelens.config import load_params
+from facelens.data.manifest import data_version
 from facelens.data.split import stratified_subset
 from facelens.data.split_csv import load_splits
 from facelens.device import DevicePolicy
 from facelens.models.cache import ActivationCache
+from facelens.stages.tune import study_name
 from facelens.training.metrics import correlation_ci
 from facelens.training.recipe import make_recipe, train_model
 from facelens.tuning.space import suggest
@@ -113,6 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path("cache/fidelity"))
     ap.add_argument("--out", type=Path, default=None, help="write the pairs as JSON here")
     ap.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="write the fidelity record the tune stage shows on its parent run "
+        "(reports/tuning_fidelity.json)",
+    )
+    ap.add_argument(
         "--reuse",
         type=Path,
         default=None,
@@ -156,6 +166,29 @@ def main(argv: list[str] | None = None) -> None:
             args.out.write_text(json.dumps({"designs": every, "pairs": pairs}, indent=1))
     scored = [n for n in pairs[0]["trials"] if all(n in p["trials"] for p in pairs)]
     _report(pairs, scored, params.train.epochs)
+    if args.record:
+        _record(args.record, params, args.prepared, pairs, scored)
+
+
+def _record(path: Path, params, prepared: Path, pairs: list[dict[str, Any]], names) -> None:
+    """The record the ``tune`` stage shows: each design keyed by the study it makes."""
+    designs = {}
+    version = data_version(prepared)
+    for name in names:
+        epochs, fraction = _design(name)
+        space = params.tune.space.model_copy(update={"epochs": [epochs]})
+        tune = params.tune.model_copy(update={"space": space, "train_fraction": fraction})
+        xy = [[p["trials"][name]["score"], p["full"]["score"]] for p in pairs]
+        rho = float(spearmanr(*zip(*xy, strict=True)).statistic)
+        lo, hi = correlation_ci(np.array([rho]), len(xy), spearman=True)[0]
+        designs[name] = {
+            "study": study_name(params.model_copy(update={"tune": tune}), version),
+            "spearman": rho,
+            "ci": [float(lo), float(hi)],
+            "pairs": xy,
+        }
+    measured_by = "python benchmarks/tuning_fidelity.py " + " ".join(sys.argv[1:])
+    path.write_text(json.dumps({"measured_by": measured_by, "designs": designs}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

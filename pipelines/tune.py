@@ -16,6 +16,7 @@ from facelens.config import load_params
 from facelens.errors import StageError
 from facelens.stages import tune
 from facelens.stages.common import run_stage, stage_parser
+from facelens.tracking.fidelity import log_fidelity
 from facelens.tuning.study import StudyResult
 
 
@@ -24,6 +25,13 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--best-params", type=Path, required=True, help="best_params.json to write")
     ap.add_argument("--reports", type=Path, required=True, help="tuning report directory")
     ap.add_argument("--cache", type=Path, default=Path("cache/activations"))
+    ap.add_argument(
+        "--fidelity",
+        type=Path,
+        default=Path("reports/tuning_fidelity.json"),
+        help="measured trial fidelity (benchmarks/tuning_fidelity.py --record), shown on the "
+        "study's parent run when it was measured for this study",
+    )
     ap.add_argument(
         "--worker-number",
         type=int,
@@ -49,6 +57,10 @@ def main(argv: list[str] | None = None) -> str:
         raise StageError(f"tune: {summary}; no trial completed, so there are no best params")
     best = {"params": result.best_params, "value": result.best_value, "study": result.study_name}
     write_json(args.best_params, best)
+    if result.parent_run_id:
+        unmeasured = log_fidelity(result.parent_run_id, result.study_name, args.fidelity)
+        if unmeasured:
+            result.notes.append(unmeasured)
     for note in result.notes:
         print(f"tune: note: {note}")
     metric = "macro-F1" if params.task == "expression" else "mean r"

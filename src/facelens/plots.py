@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["attribute_r_figure", "confusion_figure"]
+__all__ = ["attribute_r_figure", "confusion_figure", "fidelity_figure"]
 
 
 def confusion_figure(confusion: np.ndarray, names: Sequence[str]) -> Figure:
@@ -76,5 +76,16 @@ def attribute_r_figure(table: Sequence[dict[str, Any]]) -> Figure:
     ax.set_xlabel("Pearson r")
     ax.legend(loc="lower right", fontsize=7)
     ax.set_title("Per-attribute Pearson r (test split)")
+    fig.tight_layout()
+    return fig
+
+
+def fidelity_figure(trial: Sequence[float], full: Sequence[float], title: str) -> Figure:
+    """Trial score against the score after full training, one point per configuration."""
+    fig, ax = plt.subplots(figsize=(5.0, 4.2))
+    ax.scatter(trial, full, color="#4c72b0")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("trial score (validation)")
+    ax.set_ylabel("score after full training (validation)")
     fig.tight_layout()
     return fig
