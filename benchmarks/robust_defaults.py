@@ -21,13 +21,14 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from _stats import mean_spread
 
 
 def _setting(text: str) -> tuple[str, float]:
@@ -101,11 +102,6 @@ def _draw(work: Path, params: dict[str, Any], best: Path, env: dict[str, str]) -
     }
 
 
-def _summary(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.3f} +/- {spread:.3f}"
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -139,8 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = [r for r in results if r["setting"] == name]
         gaps = [ref["macro_f1"] - r["macro_f1"] for r in rows if r is not ref]
         print(
-            f"{name}: macro-F1 {_summary([r['macro_f1'] for r in rows])}, lift "
-            f"{_summary([r['lift'] for r in rows])}; largest drop below seed {args.seeds[0]}: "
+            f"{name}: macro-F1 {mean_spread([r['macro_f1'] for r in rows])}, lift "
+            f"{mean_spread([r['lift'] for r in rows])}; largest drop below seed {args.seeds[0]}: "
             f"{max(gaps, default=float('nan')):.3f}"
         )
 

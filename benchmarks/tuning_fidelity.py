@@ -86,9 +86,15 @@ def _run(params, config, rows, prepared, design, *, cache, policy) -> dict[str, 
     }
 
 
-def _rho(xs: list[float], ys: list[float]) -> str:
+def _fidelity(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Spearman rank correlation and its 95% confidence interval."""
     rho = float(spearmanr(xs, ys).statistic)
     lo, hi = correlation_ci(np.array([rho]), len(xs), spearman=True)[0]
+    return rho, float(lo), float(hi)
+
+
+def _rho(xs: list[float], ys: list[float]) -> str:
+    rho, lo, hi = _fidelity(xs, ys)
     return f"Spearman {rho:.2f} (95% CI {lo:.2f} .. {hi:.2f})"
 
 
@@ -179,12 +185,11 @@ def _record(path: Path, params, prepared: Path, pairs: list[dict[str, Any]], nam
         space = params.tune.space.model_copy(update={"epochs": [epochs]})
         tune = params.tune.model_copy(update={"space": space, "train_fraction": fraction})
         xy = [[p["trials"][name]["score"], p["full"]["score"]] for p in pairs]
-        rho = float(spearmanr(*zip(*xy, strict=True)).statistic)
-        lo, hi = correlation_ci(np.array([rho]), len(xy), spearman=True)[0]
+        rho, lo, hi = _fidelity(*map(list, zip(*xy, strict=True)))
         designs[name] = {
             "study": study_name(params.model_copy(update={"tune": tune}), version),
             "spearman": rho,
-            "ci": [float(lo), float(hi)],
+            "ci": [lo, hi],
             "pairs": xy,
         }
     measured_by = "python benchmarks/tuning_fidelity.py " + " ".join(sys.argv[1:])

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
+from _stats import mean_spread
 from facelens.config import load_params
 from facelens.data.dataset import FaceDataset
 from facelens.data.split_csv import load_splits
@@ -45,11 +45,6 @@ def _one(params, prepared: Path, rows, overrides: dict[str, Any], seed: int, pol
     return float(trained.history.best_val_metric), float(metric), meta.weights_source
 
 
-def _summary(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.3f} +/- {spread:.3f}"
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -72,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
             got["test"].append(test)
             print(f"{arm} seed {seed}: val {val:.3f} test {test:.3f} ({source})", flush=True)
     for arm, got in results.items():
-        print(f"{arm}: val {_summary(got['val'])}, test {_summary(got['test'])}")
+        print(f"{arm}: val {mean_spread(got['val'])}, test {mean_spread(got['test'])}")
     gain = [t - b for t, b in zip(results["tuned"]["test"], results["base"]["test"], strict=True)]
-    print(f"tuned - base (test, same seed): {_summary(gain)}")
+    print(f"tuned - base (test, same seed): {mean_spread(gain)}")
 
 
 if __name__ == "__main__":
