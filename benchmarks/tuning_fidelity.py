@@ -111,6 +111,13 @@ def _report(pairs: list[dict[str, Any]], designs: list[str], epochs: int) -> Non
     print(f"over {len(pairs)} configurations; full training {epochs} epochs, {secs:.0f} s each")
 
 
+def _reused(path: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())["pairs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"--reuse {path}: not a previous --out of this script ({exc})") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = load_splits(args.prepared, args.splits, ("train", "val"))
     policy = DevicePolicy.resolve(params.device, params.train.precision)
     cache = ActivationCache(args.cache_dir)
-    old = json.loads(args.reuse.read_text())["pairs"] if args.reuse else []
+    old = _reused(args.reuse) if args.reuse else []
     pairs = []
     for i, config in enumerate(_configs(params, args.configs, args.seed)):
         pair: dict[str, Any] = {"config": config, "trials": {}}
