@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> str:
     metrics = read_json_file(args.metrics, made_by="evaluate")
     decision = register.run(params, read_run_file(args.run_file), metrics)
     write_json(args.out, decision)
-    return f"{decision['name']} v{decision['version']}: {decision['reason']}"
+    return register.summary(decision)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
+from facelens.stages.register import summary
 from facelens.tracking.registry import promote, register
 from facelens.tracking.runs import tracked_run
 
@@ -60,6 +61,7 @@ def test_first_version_becomes_champion(client) -> None:
     assert decision["reason"] == "no champion yet"
     assert decision["aliases"] == [CHALLENGER, CHAMPION]
     assert decision["champion_version"] == "1"
+    assert summary(decision) == f"{NAME} v1 is the new champion (no champion yet)"
     assert _alias(client, CHAMPION) == "1"
     tags = client.get_model_version(NAME, "1").tags
     assert tags["metric"] == "val_macro_f1"
@@ -72,6 +74,9 @@ def test_worse_version_stays_challenger_better_one_takes_champion(client) -> Non
     worse = _promote(client, 0.4)
     assert worse["decision"] == "kept"
     assert worse["aliases"] == [CHALLENGER]
+    assert summary(worse).startswith(
+        f"{NAME} v2 is challenger; champion stays v1 (val_macro_f1=0.4 "
+    )
     assert worse["champion_version"] == "1"
     assert worse["champion_metric_value"] == 0.5
     assert _alias(client, CHAMPION) == "1"

@@ -52,3 +52,12 @@ def run(params: Params, train_run: dict[str, Any], metrics: dict[str, Any]) -> d
     )
     decision["test_metrics"] = {k: metrics[k] for k in HEADLINE_TEST_METRICS if k in metrics}
     return decision
+
+
+def summary(decision: dict[str, Any]) -> str:
+    """The stage's one line: the version, whether it became champion, and why."""
+    head = f"{decision['name']} v{decision['version']}"
+    if decision["decision"] == "promoted":
+        return f"{head} is the new champion ({decision['reason']})"
+    champion = decision["champion_version"]
+    return f"{head} is challenger; champion stays v{champion} ({decision['reason']})"
