@@ -192,7 +192,7 @@ def _record(path: Path, params, prepared: Path, pairs: list[dict[str, Any]], nam
         space = params.tune.space.model_copy(update={"epochs": [epochs]})
         tune = params.tune.model_copy(update={"space": space, "train_fraction": fraction})
         xy = [[p["trials"][name]["score"], p["full"]["score"]] for p in pairs]
-        rho, lo, hi = _fidelity(*map(list, zip(*xy, strict=True)))
+        rho, lo, hi = _fidelity([trial for trial, _ in xy], [full for _, full in xy])
         designs[name] = {
             "study": study_name(params.model_copy(update={"tune": tune}), version),
             "spearman": rho,
