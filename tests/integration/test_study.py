@@ -338,3 +338,20 @@ def test_base_recipe_outside_the_space_is_named_not_enqueued(tmp_path) -> None:
     off = _params(tmp_path, enqueue_base=False, study_name="t")
     off_study = create_study(off)
     assert enqueue_base(off_study, off, _base()) is None and off_study.get_trials() == []
+
+
+def test_tune_stage_studies_attributes_without_label_smoothing() -> None:
+    """The stage's study on attributes fixes label smoothing to the train section's value (its
+    name hashes that space, its base recipe is inside it); expression keeps the written space."""
+    from facelens.config import load_params
+    from facelens.stages.tune import base_recipe, study_name, study_params
+    from facelens.tuning.space import base_point
+
+    params = load_params()
+    attrs = params.model_copy(update={"task": "attributes"})
+    tune = study_params(attrs, "v1")
+    assert tune.space.label_smoothing == [params.train.label_smoothing]
+    assert tune.study_name == study_name(attrs, "v1")
+    assert base_point(tune.space, base_recipe(attrs))[1] == []
+    assert study_params(params, "v1").space == params.tune.space
+    assert study_params(params, "v1").study_name == study_name(params, "v1")

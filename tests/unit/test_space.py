@@ -159,3 +159,21 @@ def test_params_are_frozen() -> None:
     params = TuneParams()
     with pytest.raises(ValidationError):
         params.n_trials = 3  # type: ignore[misc]
+
+
+def test_attributes_space_fixes_label_smoothing_to_the_base_value() -> None:
+    """MSE ignores label smoothing: an attributes study does not search it; an expression
+    study searches the space as written."""
+    from facelens.tuning.space import base_point, for_task
+
+    space = TuneParams().space
+    assert isinstance(space.label_smoothing, FloatRange)
+    assert for_task(space, "expression", 0.05) is space
+    fixed = for_task(space, "attributes", 0.05)
+    assert fixed.label_smoothing == [0.05]
+    rest = {"exclude": {"label_smoothing"}}
+    assert fixed.model_dump(**rest) == space.model_dump(**rest)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    assert {suggest(study.ask(), fixed)["label_smoothing"] for _ in range(5)} == {0.05}
+    base = suggest(optuna.create_study().ask(), space)
+    assert base_point(fixed, {**base, "label_smoothing": 0.05})[1] == []

@@ -32,6 +32,8 @@ from facelens.tracking.study import MlflowStudyTracker
 from facelens.training.history import EpochResult
 from facelens.training.pretrain import backbone_fingerprint, check_backbone_pool
 from facelens.training.recipe import make_recipe, train_model
+from facelens.tuning.params import SearchSpace, TuneParams
+from facelens.tuning.space import for_task
 from facelens.tuning.storage import check_shareable, sqlite_guard
 from facelens.tuning.study import (
     StudyResult,
@@ -41,7 +43,15 @@ from facelens.tuning.study import (
     study_name_for,
 )
 
-__all__ = ["CACHE_DTYPES", "run", "run_processes", "run_worker", "study_name"]
+__all__ = [
+    "CACHE_DTYPES",
+    "run",
+    "run_processes",
+    "run_worker",
+    "study_name",
+    "study_params",
+    "study_space",
+]
 
 #: Storage types of the activation cache: float16 halves its memory; float32 makes cached
 #: trials train on exactly the activations an uncached trial computes.
@@ -66,6 +76,17 @@ def base_recipe(params: Params) -> dict[str, Any]:
     return {**params.train.model_dump(), "arch": params.model.arch, "epochs": epochs}
 
 
+def study_space(params: Params) -> SearchSpace:
+    """``tune.space`` as this task's study searches it (:func:`facelens.tuning.space.for_task`)."""
+    return for_task(params.tune.space, params.task, params.train.label_smoothing)
+
+
+def study_params(params: Params, version: str) -> TuneParams:
+    """The ``tune`` section as the study runs: its full name and this task's space."""
+    update = {"study_name": study_name(params, version), "space": study_space(params)}
+    return params.tune.model_copy(update=update)
+
+
 def study_name(params: Params, version: str) -> str:
     """The study of this data version and tuning config (``<tune.study_name>-<hash>``)."""
     return study_name_for(
@@ -75,7 +96,7 @@ def study_name(params: Params, version: str) -> str:
         sections={
             "model": params.model,
             "train": params.train,
-            "space": params.tune.space,
+            "space": study_space(params),
             "train_fraction": params.tune.train_fraction,
             "enqueue_base": params.tune.enqueue_base,
             "backbone": backbone_fingerprint(params.model.weights, params.model.pretrained),
@@ -155,7 +176,7 @@ def _work(
     train_rows = stratified_subset(train_rows, params.tune.train_fraction, params.tune.seed)
     version = data_version(prepared_dir)
     configure_stage(params.tracking.tracking_uri, params.tracking.experiment)
-    tune = params.tune.model_copy(update={"study_name": study_name(params, version)})
+    tune = study_params(params, version)
     cache = ActivationCache(cache_dir, dtype=getattr(torch, cache_dtype)) if use_cache else None
     decoded: dict[tuple[Any, ...], FaceDataset] = {}  # images decoded once per worker
 
@@ -225,7 +246,7 @@ def run(
     if not worker_command:
         raise ValueError("tune.workers > 1 needs the worker command line")
     version = data_version(prepared_dir)
-    tune = params.tune.model_copy(update={"study_name": study_name(params, version)})
+    tune = study_params(params, version)
     create_study(tune)  # tables and study made once, before the workers race for them
     codes = run_processes([[*worker_command, "--worker-number", str(i)] for i in range(workers)])
     tracker = MlflowStudyTracker(f"tune {tune.study_name}")

@@ -11,7 +11,7 @@ import optuna
 
 from facelens.tuning.params import FloatRange, IntRange, SearchSpace
 
-__all__ = ["base_point", "suggest"]
+__all__ = ["base_point", "for_task", "suggest"]
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
@@ -34,6 +34,21 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         else:
             out[name] = trial.suggest_categorical(name, list(dim))
     return out
+
+
+def for_task(space: SearchSpace, task: str, label_smoothing: float) -> SearchSpace:
+    """The space a study of ``task`` searches: on ``attributes`` (an MSE loss) label smoothing
+    does nothing, so it is fixed to the ``train`` section's value instead of spending trials
+    and sampler dimensions on it.
+
+    Args:
+        space: the validated ``tune.space``.
+        task: ``expression`` or ``attributes``.
+        label_smoothing: the ``train`` section's value (what the base recipe uses).
+    """
+    if task != "attributes":
+        return space
+    return space.model_copy(update={"label_smoothing": [float(label_smoothing)]})
 
 
 def _contains(dim: Any, value: Any) -> bool:
