@@ -7,6 +7,9 @@ mean and spread over the seeds, with the difference.
     python benchmarks/tuning_pays.py --prepared data/prepared --splits data/splits \\
         --best-params models/best_params.json --seeds 0 1 2
 
+``--epochs N`` trains both arms for N epochs instead of ``train.epochs``; ``--arms base``
+trains only the base recipe (e.g. how far longer training takes it).
+
 Nothing is asserted; benchmarks/README.md records the figures with the command.
 """
 
@@ -45,6 +48,17 @@ def _one(params, prepared: Path, rows, overrides: dict[str, Any], seed: int, pol
     return float(trained.history.best_val_metric), float(metric), meta.weights_source
 
 
+ARMS = ("tuned", "base")
+
+
+def _best_params(path: Path) -> dict[str, Any]:
+    """The study's choice from ``best_params.json`` (the tune stage's output)."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file (run the tune stage, or use --arms base)")
+    best = json.loads(path.read_text())
+    return best.get("params", best) if isinstance(best, dict) else best
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -52,14 +66,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--splits", type=Path, default=Path("data/splits"))
     ap.add_argument("--best-params", type=Path, default=Path("models/best_params.json"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, help="epochs of both arms (default: train.epochs)")
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     args = ap.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        ap.error(f"--epochs must be at least 1, got {args.epochs}")
     params = load_params(args.params)
+    if args.epochs is not None:
+        params = params.model_copy(
+            update={"train": params.train.model_copy(update={"epochs": args.epochs})}
+        )
     rows = load_splits(args.prepared, args.splits, ("train", "val", "test"))
-    best = json.loads(args.best_params.read_text())
-    best = best.get("params", best) if isinstance(best, dict) else best
+    best = _best_params(args.best_params) if "tuned" in args.arms else {}
     policy = DevicePolicy.resolve(params.device, params.train.precision)
     results: dict[str, dict[str, list[float]]] = {}
+    print(f"{params.task}, {params.train.epochs} epochs, seeds {args.seeds}", flush=True)
     for arm, overrides in (("tuned", best), ("base", {})):
+        if arm not in args.arms:
+            continue
         for seed in args.seeds:
             val, test, source = _one(params, args.prepared, rows, overrides, seed, policy)
             got = results.setdefault(arm, {"val": [], "test": []})
@@ -68,8 +92,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{arm} seed {seed}: val {val:.3f} test {test:.3f} ({source})", flush=True)
     for arm, got in results.items():
         print(f"{arm}: val {mean_spread(got['val'])}, test {mean_spread(got['test'])}")
-    gain = [t - b for t, b in zip(results["tuned"]["test"], results["base"]["test"], strict=True)]
-    print(f"tuned - base (test, same seed): {mean_spread(gain)}")
+    if len(results) == len(ARMS):
+        pairs = zip(results["tuned"]["test"], results["base"]["test"], strict=True)
+        print(f"tuned - base (test, same seed): {mean_spread([t - b for t, b in pairs])}")
 
 
 if __name__ == "__main__":
