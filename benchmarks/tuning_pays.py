@@ -55,7 +55,10 @@ def _best_params(path: Path) -> dict[str, Any]:
     """The study's choice from ``best_params.json`` (the tune stage's output)."""
     if not path.is_file():
         raise SystemExit(f"{path}: no such file (run the tune stage, or use --arms base)")
-    best = json.loads(path.read_text())
+    try:
+        best = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"{path}: not a best_params.json the tune stage wrote ({exc})") from None
     return best.get("params", best) if isinstance(best, dict) else best
 
 

@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from pydantic import ValidationError
 
 from facelens.tuning.params import FloatRange, IntRange, SearchSpace, TuneParams
-from facelens.tuning.space import suggest
+from facelens.tuning.space import base_point, for_task, suggest
 
 PARAMS_YAML = """
 tune:
@@ -164,8 +164,6 @@ def test_params_are_frozen() -> None:
 def test_attributes_space_fixes_label_smoothing_to_the_base_value() -> None:
     """MSE ignores label smoothing: an attributes study does not search it; an expression
     study searches the space as written."""
-    from facelens.tuning.space import base_point, for_task
-
     space = TuneParams().space
     assert isinstance(space.label_smoothing, FloatRange)
     assert for_task(space, "expression", 0.05) is space

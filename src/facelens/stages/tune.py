@@ -50,7 +50,6 @@ __all__ = [
     "run_worker",
     "study_name",
     "study_params",
-    "study_space",
 ]
 
 #: Storage types of the activation cache: float16 halves its memory; float32 makes cached
@@ -76,14 +75,14 @@ def base_recipe(params: Params) -> dict[str, Any]:
     return {**params.train.model_dump(), "arch": params.model.arch, "epochs": epochs}
 
 
-def study_space(params: Params) -> SearchSpace:
+def _study_space(params: Params) -> SearchSpace:
     """``tune.space`` as this task's study searches it (:func:`facelens.tuning.space.for_task`)."""
     return for_task(params.tune.space, params.task, params.train.label_smoothing)
 
 
 def study_params(params: Params, version: str) -> TuneParams:
     """The ``tune`` section as the study runs: its full name and this task's space."""
-    update = {"study_name": study_name(params, version), "space": study_space(params)}
+    update = {"study_name": study_name(params, version), "space": _study_space(params)}
     return params.tune.model_copy(update=update)
 
 
@@ -96,7 +95,7 @@ def study_name(params: Params, version: str) -> str:
         sections={
             "model": params.model,
             "train": params.train,
-            "space": study_space(params),
+            "space": _study_space(params),
             "train_fraction": params.tune.train_fraction,
             "enqueue_base": params.tune.enqueue_base,
             "backbone": backbone_fingerprint(params.model.weights, params.model.pretrained),
