@@ -87,20 +87,32 @@ def _interrupt_when(
                 pytest.fail(f"dvc repro {target} never became ready:\n{log.read_text()}")
             time.sleep(0.2)
         os.killpg(proc.pid, sig)
-        code = proc.wait(timeout=120)
-        # DVC may exit before the stage it ran has closed its runs: wait for the whole group.
-        group_deadline = time.monotonic() + 120
-        while time.monotonic() < group_deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                break
+        code = proc.wait(timeout=_WAIT_S)
+        # DVC may exit before the stage it ran has closed its runs and printed its last line:
+        # wait for the whole group (a slow machine can take minutes), then read the log.
+        group_deadline = time.monotonic() + _WAIT_S
+        while _group_alive(proc.pid):
+            if time.monotonic() > group_deadline:
+                pytest.fail(
+                    f"the stage outlived dvc repro {target} by {_WAIT_S} s after {sig.name}:\n"
+                    + log.read_text()
+                )
             time.sleep(0.2)
         return code
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait()
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _trials(proj: Path) -> list[tuple[str, int, str, str | None]]:
@@ -144,8 +156,8 @@ def test_interrupted_repro_resumes_the_study_and_the_training(
     assert len({t[0] for t in _trials(proj)}) == 1
     text = log.read_text()
     assert "resumed: " in text
-    assert "interrupted (SIGINT): finished trials and epoch checkpoints are kept" in text
-    assert 'pipelines/tune.py", line' not in text  # Ctrl-C: one line, not a stack trace
+    assert "interrupted (SIGINT): finished trials and epoch checkpoints are kept" in text, text
+    assert 'pipelines/tune.py", line' not in text, text  # Ctrl-C: one line, not a stack trace
 
     # --- train: interrupted after an epoch checkpoint, then run again -----------------------
     def checkpointed() -> bool:
@@ -159,7 +171,8 @@ def test_interrupted_repro_resumes_the_study_and_the_training(
     first_run = run_id_file.read_text().strip()
     mlflow.set_tracking_uri(_env(proj)["MLFLOW_TRACKING_URI"])
     assert MlflowClient().get_run(first_run).info.status == "KILLED"
-    assert "interrupted (SIGTERM): finished trials and epoch checkpoints" in log.read_text()
+    text = log.read_text()
+    assert "interrupted (SIGTERM): finished trials and epoch checkpoints" in text, text
 
     done = _repro(proj, "train", log)
     assert done == 0, log.read_text()
@@ -178,4 +191,4 @@ def test_interrupted_repro_resumes_the_study_and_the_training(
     assert set(range(resumed + 1, 61)) <= set(steps)
     text = log.read_text()
     assert f"from its epoch-{resumed} checkpoint" in text
-    assert 'pipelines/train.py", line' not in text
+    assert 'pipelines/train.py", line' not in text, text

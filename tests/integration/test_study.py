@@ -217,6 +217,25 @@ def test_interrupted_study_is_killed_then_resumed(mlflow_store, tmp_path) -> Non
     assert states.count("KILLED") == 1 and states.count("FINISHED") == 3
 
 
+def test_an_interrupt_stays_an_interrupt_when_the_study_record_cannot_close(
+    mlflow_store, tmp_path, monkeypatch, caplog
+) -> None:
+    """Ctrl-C must reach the stage as ``KeyboardInterrupt`` (one line, exit 130) even when
+    closing the parent run fails on the way out (e.g. the tracking store is locked)."""
+    params = _params(tmp_path, n_trials=3, pruner="none")
+    tracker = MlflowStudyTracker("t")
+
+    def broken_close(*args) -> None:
+        raise RuntimeError("tracking store locked")
+
+    monkeypatch.setattr(tracker, "close", broken_close)
+    objective = _scripted([[0.3], KeyboardInterrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        run_study(create_study(params), params, objective, tracker=tracker, progress=False)
+    assert "not closed after KeyboardInterrupt: tracking store locked" in caplog.text
+    assert [t.state.name for t in create_study(params).trials] == ["COMPLETE", "FAIL"]
+
+
 def test_parent_in_another_store_is_not_resumed(mlflow_store, tmp_path) -> None:
     params = _params(tmp_path, n_trials=1, pruner="none")
     study = create_study(params)

@@ -299,15 +299,27 @@ def run_study(
     if tracker is not None:
         with study_lock(params, "parent-run"):
             tracker.join(study, params)
-    error = None
     try:
         _run_trials(study, params, objective, budget, deadline, progress)
     except BaseException as exc:
-        error = exc
+        _leave_on(exc, study, params, tracker, notes)
         raise
-    finally:
-        result = _leave(study, params, tracker, notes, error)
-    return result
+    return _leave(study, params, tracker, notes, None)
+
+
+def _leave_on(
+    error: BaseException,
+    study: optuna.Study,
+    params: TuneParams,
+    tracker: StudyTracker | None,
+    notes: list[str],
+) -> None:
+    """:func:`_leave` after the trials stopped on ``error``; a failure to close the study's
+    record is logged and cannot replace ``error`` (a Ctrl-C stays one line, not a traceback)."""
+    try:
+        _leave(study, params, tracker, notes, error)
+    except Exception as exc:
+        _log.warning("the study's record was not closed after %s: %s", type(error).__name__, exc)
 
 
 def _run_trials(
