@@ -37,6 +37,7 @@ from facelens.data.split_csv import load_splits
 from facelens.device import DevicePolicy
 from facelens.models.cache import ActivationCache
 from facelens.stages.tune import study_name
+from facelens.tracking.fidelity import read_record
 from facelens.training.metrics import correlation_ci
 from facelens.training.recipe import make_recipe, train_model
 from facelens.tuning.space import suggest
@@ -104,9 +105,15 @@ def _report(pairs: list[dict[str, Any]], designs: list[str], epochs: int) -> Non
         trial = [p["trials"][name]["score"] for p in pairs]
         secs = np.mean([p["trials"][name]["seconds"] for p in pairs])
         print(f"fidelity of trials {name}: {_rho(trial, full)}; {secs:.0f} s per trial")
+    curved = [p for p in pairs if p["full"].get("curve")]
     for k in range(1, epochs):
-        at_k = [max(p["full"]["curve"][:k]) for p in pairs]
-        print(f"fidelity of the full run truncated after epoch {k}: {_rho(at_k, full)}")
+        at_k = [max(p["full"]["curve"][:k]) for p in curved]
+        final = [p["full"]["score"] for p in curved]
+        if len(curved) > 2:
+            print(
+                f"fidelity of the full run truncated after epoch {k}: {_rho(at_k, final)}"
+                f" ({len(curved)} configurations with a recorded curve)"
+            )
     secs = np.mean([p["full"]["seconds"] for p in pairs])
     print(f"over {len(pairs)} configurations; full training {epochs} epochs, {secs:.0f} s each")
 
@@ -132,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         "--record",
         type=Path,
         default=None,
-        help="write the fidelity record the tune stage shows on its parent run "
-        "(reports/tuning_fidelity.json)",
+        help="add the measured designs to the fidelity record the tune stage shows on its "
+        "parent run (reports/tuning_fidelity.json; other tasks' and backbones' designs are kept)",
     )
     ap.add_argument(
         "--reuse",
@@ -184,23 +191,39 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _record(path: Path, params, prepared: Path, pairs: list[dict[str, Any]], names) -> None:
-    """The record the ``tune`` stage shows: each design keyed by the study it makes."""
+    """Add each design to the record the ``tune`` stage shows, keyed ``<task> <design>`` and
+    holding the study it makes and the command that measured it. Designs of other studies
+    already in the record (another task, backbone or data version) are kept; one of the same
+    study is replaced."""
     designs = {}
     version = data_version(prepared)
+    measured_by = "python benchmarks/tuning_fidelity.py " + " ".join(sys.argv[1:])
     for name in names:
         epochs, fraction = _design(name)
         space = params.tune.space.model_copy(update={"epochs": [epochs]})
         tune = params.tune.model_copy(update={"space": space, "train_fraction": fraction})
         xy = [[p["trials"][name]["score"], p["full"]["score"]] for p in pairs]
         rho, lo, hi = _fidelity([trial for trial, _ in xy], [full for _, full in xy])
-        designs[name] = {
+        designs[f"{params.task} {name}"] = {
             "study": study_name(params.model_copy(update={"tune": tune}), version),
             "spearman": rho,
             "ci": [lo, hi],
             "pairs": xy,
+            "measured_by": measured_by,
         }
-    measured_by = "python benchmarks/tuning_fidelity.py " + " ".join(sys.argv[1:])
-    path.write_text(json.dumps({"measured_by": measured_by, "designs": designs}, indent=1) + "\n")
+    kept = {}
+    if path.exists():
+        old = read_record(path)
+        if isinstance(old, str):
+            raise SystemExit(f"--record: {old}")
+        studies = {d["study"] for d in designs.values()}
+        by = old.get("measured_by")
+        for key, design in old["designs"].items():
+            if design["study"] not in studies and key not in designs:
+                kept[key] = {**design, "measured_by": design.get("measured_by") or by}
+    record = {"designs": {**kept, **designs}}
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"fidelity record {path}: {', '.join(designs)} written, {len(kept)} other designs kept")
 
 
 if __name__ == "__main__":

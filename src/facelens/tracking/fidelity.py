@@ -43,6 +43,8 @@ def read_record(path: Path) -> dict[str, Any] | str:
 def _check_design(name: str, design: Any) -> None:
     if not isinstance(design.get("study"), str):
         raise TypeError(f"design {name}: 'study' must be a study name")
+    if not isinstance(design.get("measured_by", ""), str):
+        raise TypeError(f"design {name}: 'measured_by' must be the command that measured it")
     numbers = [design["spearman"], *design["ci"], *(x for pair in design["pairs"] for x in pair)]
     if len(design["ci"]) != 2 or any(len(pair) != 2 for pair in design["pairs"]):
         raise ValueError(f"design {name}: 'ci' and each pair must hold two numbers")
@@ -87,7 +89,7 @@ def log_fidelity(run_id: str, study_name: str, path: Path) -> str | None:
     for key, value in metrics.items():
         if math.isfinite(value):
             client.log_metric(run_id, key, value)
-    by = record.get("measured_by", "benchmarks/tuning_fidelity.py")
+    by = design.get("measured_by") or record.get("measured_by", "benchmarks/tuning_fidelity.py")
     client.set_tag(
         run_id,
         FIDELITY_TAG,
