@@ -6,7 +6,8 @@ Both experiments' headline metrics must be in ``dvc exp show --json``, ``dvc met
 between them must show the change, ``dvc plots diff`` must draw both experiments' training
 curves, ``dvc metrics show`` (of both tasks) and ``dvc exp show --only-changed`` must fit a
 120-column terminal, and ``dvc exp apply`` must bring one experiment's metrics, plot tables
-and cached reports back into the workspace.
+and cached reports back into the workspace; a forced re-run of ``pretrain`` must leave
+every later stage up to date.
 """
 
 from __future__ import annotations
@@ -135,6 +136,12 @@ def test_experiments_carry_metrics_and_plots(tmp_path: Path, dvc_project, pipeli
     assert (proj / "reports" / "plots" / "confusion.csv").is_file()
     figures = proj / "reports" / "explain" / "figures"
     assert figures.is_dir() and any(figures.glob("cam_grid_*.png"))  # restored from the cache
+    assert json.loads(_dvc(proj, "status", "--json")) == {}
+    # A forced re-run of `pretrain` writes the same weights and the same meta.json (no MLflow
+    # run id in it), so its output keeps its hash and nothing downstream becomes stale.
+    pretrained = (proj / "models" / "pretrained" / "meta.json").read_bytes()
+    _dvc(proj, "repro", "--force", "--single-item", "pretrain")
+    assert (proj / "models" / "pretrained" / "meta.json").read_bytes() == pretrained
     assert json.loads(_dvc(proj, "status", "--json")) == {}
 
     # Each stage that logs into the train run says where it ran (device auto: the CPU here).

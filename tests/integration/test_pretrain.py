@@ -4,6 +4,7 @@ is namespaced and disjoint from the task's, and ``weights: auto`` finds it."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from facelens.errors import LeakageError
 from facelens.models.build import build_model
 from facelens.models.params import ModelParams
 from facelens.stages import pretrain as pretrain_stage
+from facelens.stages.pretrain import WEIGHTS_TAG
 from facelens.training.params import PretrainParams
 from facelens.training.pretrain import (
     GEOMETRY_FIELDS,
@@ -142,13 +144,23 @@ def test_pretrain_stage_writes_a_backbone_that_auto_resolves(
     assert json.loads((out / "meta.json").read_text()) == meta
     assert meta["n_identities"] == 4 and meta["identities"][0] == "pre-p0000"
     assert len(meta["image_sha256"]) == 12 and meta["objective"] == "geometry"
-    run = mlflow.get_run(meta["mlflow_run_id"])
+    # no run id in the DVC output (a re-run with the same weights keeps its hash); the run
+    # is found from the weights file's SHA-256, the one weights_source abbreviates
+    assert "mlflow_run_id" not in meta
+    digest = hashlib.sha256((out / "vgg16_bn.pt").read_bytes()).hexdigest()
+    runs = mlflow.search_runs(
+        experiment_names=["pretrain"],
+        filter_string=f"tags.`{WEIGHTS_TAG}vgg16_bn` = '{digest}'",
+        output_format="list",
+    )
+    assert len(runs) == 1
+    run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.tags["facelens.stage"] == "pretrain"
     assert "vgg16_bn/val_score" in run.data.metrics
     saved = torch.load(out / "vgg16_bn.pt", weights_only=True)
     with pytest.warns(UserWarning, match="SynthFACS-pretrained backbone"):
         model, source = build_model(ModelParams(pretrained=str(out)), num_outputs=7)
-    assert source.startswith(f"pretrained:{out.as_posix()}/vgg16_bn.pt#sha256:")
+    assert source == f"pretrained:{out.as_posix()}/vgg16_bn.pt#sha256:{digest[:12]}"
     assert torch.equal(model.blocks[4][0].weight, saved["blocks.4.0.weight"])
     assert backbone_fingerprint("auto", out) and backbone_fingerprint("none", out) == ""

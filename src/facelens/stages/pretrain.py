@@ -3,11 +3,16 @@ identities of a SynthFACS pool the task's data never contains (see
 :mod:`facelens.training.pretrain`), tracked as its own MLflow run.
 
 Its output folder (``models/pretrained``: ``<arch>.pt`` + ``meta.json``) depends on the
-``pretrain`` params and code only, so tuning and training experiments never rebuild it.
+``pretrain`` params and code only, so tuning and training experiments never rebuild it. It
+holds no MLflow run id: a forced or code-triggered re-run that writes the same weights leaves
+the folder's DVC hash unchanged, so ``tune`` and ``train`` are not re-run. The run is found
+from the weights instead: it carries ``facelens.weights_sha256.<arch>`` (the full SHA-256 of
+``<arch>.pt``, whose first 12 hex digits every fine-tuned run's ``weights_source`` shows).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -32,7 +37,10 @@ from facelens.training.pretrain import (
     pretrain_backbone,
 )
 
-__all__ = ["run"]
+__all__ = ["WEIGHTS_TAG", "run"]
+
+WEIGHTS_TAG = "facelens.weights_sha256."
+"""Tag prefix on the pretrain run: ``<prefix><arch>`` = SHA-256 of ``<arch>.pt``."""
 
 
 def _save_state(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -47,7 +55,7 @@ def run(params: Params, out_dir: Path) -> dict[str, Any]:
 
     Returns:
         The ``meta.json`` contents: objective, pool size and identity fingerprint, held-out
-        identity accuracy per arch, the MLflow run id, normalisation and the params.
+        score per arch, normalisation and the params (no run id: see the module docstring).
     """
     pp = params.pretrain
     synth = SynthParams(
@@ -66,7 +74,7 @@ def run(params: Params, out_dir: Path) -> dict[str, Any]:
     tags.update({"facelens.stage": "pretrain", "facelens.pretrain.objective": pp.objective})
     tags.update(device_tags(policy))
     scores: dict[str, float] = {}
-    with tracked_run(f"pretrain {pp.objective}", tags=tags) as tracked:
+    with tracked_run(f"pretrain {pp.objective}", tags=tags):
         mlflow.log_params({f"pretrain.{k}": v for k, v in pp.model_dump().items()})
         with progress_task("archs", len(pp.archs)) as bar:
             for k, arch in enumerate(pp.archs):
@@ -78,11 +86,12 @@ def run(params: Params, out_dir: Path) -> dict[str, Any]:
                     policy=policy,
                     callbacks=[MlflowEpochLogger(prefix=arch)],
                 )
-                _save_state(result.state, backbone_file(out_dir, arch))
+                path = backbone_file(out_dir, arch)
+                _save_state(result.state, path)
+                mlflow.set_tag(WEIGHTS_TAG + arch, hashlib.sha256(path.read_bytes()).hexdigest())
                 scores[arch] = result.val_score
                 mlflow.log_metric(f"{arch}/val_score", result.val_score)
                 bar.update(k + 1)
-        run_id = tracked.info.run_id
     meta = {
         "objective": pp.objective,
         "namespace": NAMESPACE,
@@ -93,7 +102,6 @@ def run(params: Params, out_dir: Path) -> dict[str, Any]:
         "image_sha256": sorted(pixel_sha256(s.image) for s in pool.samples),
         # held-out identity macro-F1 (chance 1 / n_identities) or geometry mean Pearson r
         "val_score": scores,
-        "mlflow_run_id": run_id,
         "norm_mean": list(DEFAULT_NORM[0]),
         "norm_std": list(DEFAULT_NORM[1]),
         "params": pp.model_dump(),
