@@ -29,7 +29,7 @@ repro: $(STAMP)  ## run the whole DVC pipeline on SynthFACS (offline)
 test: $(STAMP)  ## ruff + the whole test suite (slow tests included)
 	$(BIN)/ruff check src tests pipelines benchmarks tools
 	$(BIN)/ruff format --check src tests pipelines benchmarks tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-fast: $(STAMP)  ## the unit tier: pure tests, under 90 s
 	$(BIN)/python -m pytest -q -m unit
