@@ -238,11 +238,48 @@ def attributes_xlsx(tmp_path: Path) -> TinySource:
     )
 
 
+def _use_tempdir(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    path.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("TMPDIR", str(path))
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_tempdir(tmp_path_factory: pytest.TempPathFactory):
+    """Temporary files of session- and module-scoped fixtures (servers included) go under the
+    session's basetemp, not the machine's /tmp: MLflow downloads every model it loads or serves
+    into a ``mkdtemp`` folder it never removes (about 60 MB each)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        path = tmp_path_factory.getbasetemp() / "session-tmp"
+        _use_tempdir(path, monkeypatch)
+        yield
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
-def _isolated_tracking(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+def _test_tempdir(tmp_path: Path):
+    """Each test's temporary files (its subprocesses' too) go to a folder beside its tmp_path,
+    removed when the test ends, so the suite's disk use stays that of its largest test (with
+    ``tmp_path_retention_policy = "failed"`` in pyproject.toml) instead of growing by gigabytes."""
+    path = tmp_path.with_name(tmp_path.name + "-tmp")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _use_tempdir(path, monkeypatch)
+        yield
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """No test writes to the repository's mlflow.db / optuna.db, and no test inherits another
     test's global MLflow tracking URI (``mlflow.set_tracking_uri`` is process-global): each
-    test starts from the session's private default store."""
+    test starts from the session's private default store.
+
+    It asks for ``tmp_path`` so that it is torn down first: the runs a test left open (ended
+    below) may live in a store under ``tmp_path``, which is removed when a passing test ends."""
     import os
     import sys
 

@@ -31,6 +31,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -329,6 +330,9 @@ def browser(tmp_path: Path) -> Iterator[_Cdp]:
     exe = _chromium()
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
+    # chromium keeps its singleton socket in $TMPDIR and aborts when that path is over 107
+    # bytes, which tmp_path-based folders can be: a short folder of its own in /tmp
+    short_tmp = tempfile.mkdtemp(prefix="fl-chromium-", dir="/tmp")
     proc = subprocess.Popen(
         [
             exe,
@@ -340,6 +344,7 @@ def browser(tmp_path: Path) -> Iterator[_Cdp]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, "TMPDIR": short_tmp},
     )
     cdp: _Cdp | None = None
     try:
@@ -368,6 +373,7 @@ def browser(tmp_path: Path) -> Iterator[_Cdp]:
         if cdp is not None:
             cdp.close()
         _stop(proc)
+        shutil.rmtree(short_tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------ the test

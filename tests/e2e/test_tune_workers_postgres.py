@@ -80,7 +80,9 @@ def running_postgres() -> Iterator[Postgres]:
             pytest.fail("initdb/pg_ctl not found: CI installs Debian's postgresql (.ci/run)")
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
     pytest.importorskip("psycopg2", reason="pip install facelens[postgres] (psycopg2-binary)")
-    root = Path(tempfile.mkdtemp(prefix="facelens-pg-"))  # /tmp: reachable by `nobody`
+    # /tmp itself, not $TMPDIR (the tests point it into pytest's 0700 basetemp): reachable by
+    # `nobody`, and short enough for the server's Unix socket
+    root = Path(tempfile.mkdtemp(prefix="facelens-pg-", dir="/tmp"))
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses root: run the cluster as nobody
         shutil.chown(root, "nobody")

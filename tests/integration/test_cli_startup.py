@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -202,6 +203,11 @@ def test_the_console_script_keeps_exit_codes_output_and_exit_handlers(
     assert "explained" in done.stdout and "cam.png" in done.stdout
     with Image.open(cam) as written:
         assert written.size[0] > 0
+    # a run's model is downloaded into a folder removed at exit (MLflow's default never is)
+    run_id = MlflowClient(tracking_uri=champion_store).get_model_version(NAME, "1").run_id
+    done = _console(["predict", str(image), "--model", run_id, "--json"], champion_store)
+    assert done.returncode == 0, done.stderr
+    assert not list(Path(tempfile.gettempdir()).rglob("MLmodel"))
     prelude = "import atexit\natexit.register(print, 'exit handler ran')"
     done = _console(["--version"], champion_store, prelude)
     assert done.returncode == 0

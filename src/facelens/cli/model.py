@@ -32,6 +32,8 @@ __all__ = [
 TASKS = ("expression", "attributes")
 #: Rows sent to the pyfunc per call (its per-request limit, ``facelens.serving.pyfunc.DEFAULT_MAX_ROWS``).
 ROWS_PER_CALL = 64
+#: Download folders of the models loaded by this process (each removed at exit).
+_DOWNLOADS: list = []
 
 ModelOption = Annotated[
     str | None,
@@ -94,9 +96,14 @@ def load_model(uri: str, device: str | None = None):  # -> mlflow.pyfunc.PyFuncM
     ``models:/<name>@<alias>`` is resolved through the MLflow registry on every call. MLflow's
     check of the model's pip requirements against this environment is skipped: it only logs
     warnings (silenced here) and scans every installed distribution (about a second).
+
+    A model that is not a local folder is downloaded into a ``facelens-model-*`` folder of the
+    system's temporary directory that is removed when the process exits (MLflow's own default
+    is a ``mkdtemp`` folder that is never removed: about 60 MB left behind per call).
     """
     import logging
     import os
+    import tempfile
 
     import mlflow.pyfunc
 
@@ -115,7 +122,13 @@ def load_model(uri: str, device: str | None = None):  # -> mlflow.pyfunc.PyFuncM
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # keep stderr to our one-liners
     try:
         with err.status(f"loading {uri}"):
-            return mlflow.pyfunc.load_model(uri, suppress_warnings=True)
+            dst = None
+            if not Path(uri).is_dir():
+                # kept alive with the process: the model's logged code may import lazily from it
+                downloads = tempfile.TemporaryDirectory(prefix="facelens-model-")
+                _DOWNLOADS.append(downloads)
+                dst = downloads.name
+            return mlflow.pyfunc.load_model(uri, suppress_warnings=True, dst_path=dst)
     except Exception as exc:  # MLflow raises many types; the user needs one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         fail(f"{uri}: could not load the model ({reason[:300]})")
