@@ -283,10 +283,8 @@ def test_timeout_bounds_the_call(tmp_path) -> None:
         time.sleep(0.1)
         return 1.0
 
-    start = time.perf_counter()
     result = run_study(create_study(params), params, slow, progress=False)
-    assert time.perf_counter() - start < 3.0
-    assert 1 <= result.n_complete < 50
+    assert 1 <= result.n_complete < 50  # 50 trials of 0.1 s would take 5 s: the timeout stopped it
     assert result.parent_run_id is None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,11 +140,10 @@ def test_near_duplicates_scale_to_30k_rows() -> None:
     phash[10] = phash[20_000]
     df = pd.DataFrame({"id": [str(i) for i in range(n)], "sha256": phash, "phash": phash})
     df.loc[10, "sha256"] = "different pixels"
-    start = time.perf_counter()
+    # About 2 s on 2 CPU cores; no wall-clock assertion (it failed on a busy machine): an
+    # all-pairs regression (450 million comparisons) runs into the test's timeout instead.
     pairs = find_near_duplicates(df, 4)
-    elapsed = time.perf_counter() - start
     assert ("10", "20000", 0) in pairs
-    assert elapsed < 15  # about 2 s on 2 CPU cores
 
 
 def test_near_duplicates_refuse_pair_explosion() -> None:
