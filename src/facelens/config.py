@@ -24,7 +24,7 @@ from facelens.explain.params import ExplainParams
 from facelens.manifold.params import ManifoldParams
 from facelens.models.params import ModelParams
 from facelens.tracking.params import RegisterParams, TrackingParams
-from facelens.training.params import PretrainParams, TrainParams
+from facelens.training.params import TASK_EPOCHS, PretrainParams, TrainParams
 from facelens.tuning.params import TuneParams
 
 __all__ = ["DEFAULT_PARAMS_FILE", "ConfigError", "Params", "load_params", "parse_params"]
@@ -59,6 +59,19 @@ class Params(_Closed):
     @classmethod
     def _device_spec(cls, value: str) -> str:
         return parse_device_spec(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_epochs(cls, data: Any) -> Any:
+        """``train.epochs: auto`` becomes the task's epoch budget (:data:`TASK_EPOCHS`)."""
+        if not isinstance(data, dict):
+            return data
+        train, task = data.get("train"), data.get("task", "expression")
+        if not (isinstance(train, dict) and train.get("epochs") == "auto"):
+            return data
+        if isinstance(task, str) and task in TASK_EPOCHS:
+            return {**data, "train": {**train, "epochs": TASK_EPOCHS[task]}}
+        return data  # a wrong task is reported by its own validation
 
     @model_validator(mode="after")
     def _pretrained_archs(self) -> Params:

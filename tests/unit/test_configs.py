@@ -10,6 +10,7 @@ import yaml
 
 from facelens._io import canonical_hash
 from facelens.config import ConfigError, Params, load_params, parse_params
+from facelens.training.params import TASK_EPOCHS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +30,24 @@ def test_params_yaml_has_every_section_and_the_code_sees_its_values() -> None:
             return {k: seen(v, loaded[k]) for k, v in written.items()}
         return loaded
 
+    assert raw["train"]["epochs"] == "auto"  # resolved per task (tested below)
+    raw["train"]["epochs"] = TASK_EPOCHS[raw["task"]]
     for section, values in raw.items():
         assert seen(values, dumped[section]) == values, section
+
+
+@pytest.mark.parametrize(("task", "epochs"), [("expression", 6), ("attributes", 16)])
+def test_auto_epochs_are_the_tasks_budget_and_a_number_overrides_them(
+    task: str, epochs: int
+) -> None:
+    raw = _raw()
+    raw["task"] = task
+    assert parse_params(raw).train.epochs == epochs
+    raw["train"]["epochs"] = 3  # what `dvc exp run -S train.epochs=3` writes
+    assert parse_params(raw).train.epochs == 3
+    raw["train"]["epochs"] = "many"
+    with pytest.raises(ConfigError, match=r"train\.epochs.*'many'"):
+        parse_params(raw)
 
 
 @pytest.mark.parametrize("section", sorted(set(Params.model_fields) - {"task", "device"}))
