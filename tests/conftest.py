@@ -12,7 +12,8 @@ import io
 import shutil
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,36 +239,38 @@ def attributes_xlsx(tmp_path: Path) -> TinySource:
     )
 
 
-def _use_tempdir(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@contextmanager
+def _tempdir_at(path: Path) -> Iterator[None]:
+    """``TMPDIR`` and :data:`tempfile.tempdir` point at ``path`` (created) for the block, and
+    ``path`` is removed afterwards."""
     import tempfile
 
     path.mkdir(parents=True, exist_ok=True)
-    monkeypatch.setenv("TMPDIR", str(path))
-    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setenv("TMPDIR", str(path))
+            monkeypatch.setattr(tempfile, "tempdir", str(path))
+            yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _session_tempdir(tmp_path_factory: pytest.TempPathFactory):
+def _session_tempdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Temporary files of session- and module-scoped fixtures (servers included) go under the
     session's basetemp, not the machine's /tmp: MLflow downloads every model it loads or serves
     into a ``mkdtemp`` folder it never removes (about 60 MB each)."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        path = tmp_path_factory.getbasetemp() / "session-tmp"
-        _use_tempdir(path, monkeypatch)
+    with _tempdir_at(tmp_path_factory.getbasetemp() / "session-tmp"):
         yield
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
-def _test_tempdir(tmp_path: Path):
+def _test_tempdir(tmp_path: Path) -> Iterator[None]:
     """Each test's temporary files (its subprocesses' too) go to a folder beside its tmp_path,
     removed when the test ends, so the suite's disk use stays that of its largest test (with
     ``tmp_path_retention_policy = "failed"`` in pyproject.toml) instead of growing by gigabytes."""
-    path = tmp_path.with_name(tmp_path.name + "-tmp")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        _use_tempdir(path, monkeypatch)
+    with _tempdir_at(tmp_path.with_name(tmp_path.name + "-tmp")):
         yield
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
