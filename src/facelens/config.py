@@ -24,7 +24,7 @@ from facelens.explain.params import ExplainParams
 from facelens.manifold.params import ManifoldParams
 from facelens.models.params import ModelParams
 from facelens.tracking.params import RegisterParams, TrackingParams
-from facelens.training.params import TASK_EPOCHS, PretrainParams, TrainParams
+from facelens.training.params import DEFAULT_TASK, TASK_EPOCHS, PretrainParams, TrainParams
 from facelens.tuning.params import TuneParams
 
 __all__ = ["DEFAULT_PARAMS_FILE", "ConfigError", "Params", "load_params", "parse_params"]
@@ -39,7 +39,7 @@ class _Closed(BaseModel):
 class Params(_Closed):
     """All of ``params.yaml``."""
 
-    task: Literal["expression", "attributes"] = "expression"
+    task: Literal["expression", "attributes"] = DEFAULT_TASK
     #: ``auto | cpu | cuda | cuda:N | mps`` (see :mod:`facelens.device`). No stage lists it as
     #: a DVC param: moving to another machine does not re-run anything; the device used is a
     #: tag of every run instead.
@@ -66,7 +66,7 @@ class Params(_Closed):
         """``train.epochs: auto`` becomes the task's epoch budget (:data:`TASK_EPOCHS`)."""
         if not isinstance(data, dict):
             return data
-        train, task = data.get("train"), data.get("task", "expression")
+        train, task = data.get("train"), data.get("task", DEFAULT_TASK)
         if not (isinstance(train, dict) and train.get("epochs") == "auto"):
             return data
         if isinstance(task, str) and task in TASK_EPOCHS:
@@ -107,7 +107,8 @@ def _format_error(err: ValidationError, source: str) -> str:
         if len(shown) > _MAX_SHOWN:
             shown = shown[: _MAX_SHOWN - 3] + "..."
         got_s = "" if isinstance(got, dict) else f" (got {shown})"
-        parts.append(f"{key}: {e['msg']}{got_s}")
+        msg = e["msg"].removeprefix("Value error, ")  # our own validators' words stand alone
+        parts.append(f"{key}: {msg}{got_s}")
     return f"{source}: " + "; ".join(" ".join(part.split()) for part in parts)
 
 

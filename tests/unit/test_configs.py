@@ -10,7 +10,7 @@ import yaml
 
 from facelens._io import canonical_hash
 from facelens.config import ConfigError, Params, load_params, parse_params
-from facelens.training.params import TASK_EPOCHS
+from facelens.training.params import DEFAULT_TASK, TASK_EPOCHS, TrainParams
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,8 +46,17 @@ def test_auto_epochs_are_the_tasks_budget_and_a_number_overrides_them(
     raw["train"]["epochs"] = 3  # what `dvc exp run -S train.epochs=3` writes
     assert parse_params(raw).train.epochs == 3
     raw["train"]["epochs"] = "many"
-    with pytest.raises(ConfigError, match=r"train\.epochs.*'many'"):
+    with pytest.raises(ConfigError, match=r"train\.epochs.*auto \(6 on expression.*'many'"):
         parse_params(raw)
+
+
+def test_a_params_file_without_a_task_trains_the_default_tasks_epochs() -> None:
+    """``task`` left out means the default task, for ``auto`` epochs as everywhere else."""
+    raw = _raw()
+    del raw["task"]
+    params = parse_params(raw)
+    assert params.task == DEFAULT_TASK
+    assert params.train.epochs == TASK_EPOCHS[DEFAULT_TASK] == TrainParams().epochs
 
 
 @pytest.mark.parametrize("section", sorted(set(Params.model_fields) - {"task", "device"}))

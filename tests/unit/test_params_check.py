@@ -50,7 +50,9 @@ def test_the_repository_params_pass(tmp_path: Path) -> None:
         # unknown key
         (_set("train", "learning_rate", 0.1), r"train\.learning_rate: Extra inputs"),
         # wrong type
-        (_set("train", "epochs", "ten"), r"train\.epochs: Input should be a valid integer"),
+        (_set("train", "batch_size", "ten"), r"train\.batch_size: Input should be a valid integer"),
+        # a word where a number or auto is allowed: the allowed forms
+        (_set("train", "epochs", "ten"), r"train\.epochs: expected a whole number .* or auto \("),
         # out of range
         (_set("train", "dropout", 1.5), r"train\.dropout: Input should be less than 1"),
         (_set("split", "val_fraction", -0.1), r"split\.val_fraction: .*greater than or equal"),

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facelens.models.params import Arch
 
-__all__ = ["TASK_EPOCHS", "PretrainParams", "TrainParams"]
+__all__ = ["DEFAULT_TASK", "TASK_EPOCHS", "PretrainParams", "TrainParams"]
+
+#: The task of a params.yaml that names none.
+DEFAULT_TASK = "expression"
 
 #: What ``train.epochs: auto`` in params.yaml trains, per task: expression converges in 6
 #: epochs (the 15-minute ``make repro``); the 40-attribute regression is still climbing there
 #: (test mean r 0.69 at 6 epochs, 0.71 at 10, 0.73 at 16: benchmarks/README.md).
 TASK_EPOCHS = {"expression": 6, "attributes": 16}
+_AUTO_HINT = ", ".join(f"{n} on {task}" for task, n in TASK_EPOCHS.items())
 
 
 class TrainParams(BaseModel):
@@ -27,7 +31,7 @@ class TrainParams(BaseModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     batch_size: int = Field(default=64, ge=2)
     #: Epochs of the final training (``auto`` in params.yaml: :data:`TASK_EPOCHS` of the task).
-    epochs: int = Field(default=6, ge=1)
+    epochs: int = Field(default=TASK_EPOCHS[DEFAULT_TASK], ge=1)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     augment: float = Field(default=0.5, ge=0, le=1)
     head: Literal["classifier", "pooled"] = "pooled"
@@ -52,6 +56,17 @@ class TrainParams(BaseModel):
     #: the same seed gives the same weights on a GPU too, at a cost in speed there. The CPU
     #: kernels used here are deterministic either way.
     deterministic: bool = False
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _epochs_word(cls, value: object) -> object:
+        """A word other than a number gets the allowed forms (``auto`` is resolved per task
+        by :class:`facelens.config.Params` before this section is read)."""
+        if isinstance(value, str) and not value.strip().isdigit():
+            raise ValueError(
+                f"expected a whole number of epochs (at least 1) or auto ({_AUTO_HINT})"
+            )
+        return value
 
 
 class PretrainParams(BaseModel):
